@@ -1,0 +1,25 @@
+"""xctdask: segmentation of terabyte X-ray CT volumes on Dask.
+
+Examples
+--------
+>>> import numpy as np
+>>> import xctdask as xd
+>>> vol = xd.open_volume(np.zeros((4, 8, 8), np.float32))
+>>> vol.dims
+('z', 'y', 'x')
+"""
+
+__version__ = "0.1.0.dev0"
+
+from xctdask import cluster, io, metrics, phantoms
+from xctdask.io import open_volume, save_volume
+
+__all__ = [
+    "__version__",
+    "cluster",
+    "io",
+    "metrics",
+    "open_volume",
+    "phantoms",
+    "save_volume",
+]

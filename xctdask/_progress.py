@@ -1,0 +1,44 @@
+"""Run Dask work with a progress bar on whichever scheduler is active."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import dask
+
+
+def _active_client() -> Any | None:
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def compute(*collections: Any, progress: bool = True, description: str = "") -> tuple:
+    """Compute Dask collections, showing progress when ``progress`` is true.
+
+    With an active ``distributed.Client`` the work goes to the cluster and the
+    distributed text progress bar is shown; otherwise the local scheduler runs it under
+    ``dask.diagnostics.ProgressBar``. Returns a tuple like ``dask.compute``.
+    """
+    client = _active_client()
+    if client is not None:
+        futures = client.compute(list(collections))
+        if progress:
+            from distributed.diagnostics.progressbar import progress as show
+
+            if description:
+                print(description, file=sys.stderr)
+            show(futures, notebook=False)
+        return tuple(client.gather(futures))
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        if description:
+            print(description, file=sys.stderr)
+        with ProgressBar(out=sys.stderr, minimum=1.0):
+            return dask.compute(*collections)
+    return dask.compute(*collections)

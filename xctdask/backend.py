@@ -1,0 +1,148 @@
+"""Which array library an array belongs to, and the checks every volume passes.
+
+This is the one place that decides whether data are NumPy, CuPy, Dask (of either)
+or an xarray wrapper around them. Everything else asks here instead of testing types
+itself, so that mixing NumPy and CuPy fails loudly instead of copying silently.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "array_module",
+    "as_dask",
+    "check_same_shape",
+    "is_cupy",
+    "is_dask",
+    "unwrap",
+    "validate_volume",
+]
+
+
+def unwrap(data: Any) -> Any:
+    """Return the array inside an ``xarray.DataArray``; other arrays pass through.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> unwrap(xr.DataArray(np.zeros(3))).shape
+    (3,)
+    """
+    if isinstance(data, xr.DataArray):
+        return data.data
+    return data
+
+
+def is_dask(data: Any) -> bool:
+    """True for a Dask array or a Dask-backed DataArray."""
+    return isinstance(unwrap(data), da.Array)
+
+
+def _chunk_type(data: Any) -> type:
+    data = unwrap(data)
+    if isinstance(data, da.Array):
+        return type(data._meta)
+    return type(data)
+
+
+def is_cupy(data: Any) -> bool:
+    """True when the data (or the chunks of a Dask array) live on a GPU as CuPy arrays.
+
+    CuPy is never imported here: the test is on the type's module name.
+    """
+    return _chunk_type(data).__module__.split(".")[0] == "cupy"
+
+
+def array_module(*arrays: Any) -> ModuleType:
+    """The array module (``numpy`` or ``cupy``) that the chunks of ``arrays`` belong to.
+
+    Raises
+    ------
+    TypeError
+        If some arrays are CuPy and others NumPy: we never copy between host and
+        device behind the caller's back.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> array_module(np.zeros(2)).__name__
+    'numpy'
+    """
+    kinds = {is_cupy(a) for a in arrays if a is not None}
+    if len(kinds) > 1:
+        raise TypeError(
+            "cannot mix NumPy and CuPy arrays; move them to the same device first "
+            "(e.g. cupy.asarray or .get())"
+        )
+    if kinds == {True}:
+        import cupy  # imported only when CuPy data are actually present
+
+        return cupy
+    return np
+
+
+def as_dask(data: Any, chunks: Any = "auto") -> da.Array:
+    """Return ``data`` as a Dask array without copying Dask input.
+
+    NumPy and CuPy arrays are wrapped with ``chunks`` (default ``"auto"``); a
+    DataArray is unwrapped first.
+    """
+    data = unwrap(data)
+    if isinstance(data, da.Array):
+        return data
+    return da.from_array(data, chunks=chunks, asarray=False)
+
+
+def validate_volume(data: Any, *, name: str = "volume", ndim: int | tuple[int, ...] = 3) -> None:
+    """Check that ``data`` is a numeric array of the expected dimensionality.
+
+    The check looks at shape and dtype only; it never reads voxels, so it is free on
+    lazy data.
+
+    Raises
+    ------
+    TypeError
+        For data that are not an array, or a non-numeric dtype (strings, objects,
+        complex numbers).
+    ValueError
+        For the wrong number of dimensions or an empty array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> validate_volume(np.zeros((2, 3, 4)))
+    >>> validate_volume(np.zeros((3, 4)))
+    Traceback (most recent call last):
+    ...
+    ValueError: volume must be 3-D (z, y, x); got 2-D with shape (3, 4)
+    """
+    data = unwrap(data)
+    if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+        raise TypeError(f"{name} must be an array, got {type(data).__name__}")
+    dtype = np.dtype(data.dtype)
+    if dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must have a real numeric dtype (bool, integer or float); got {dtype}"
+        )
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if data.ndim not in allowed:
+        want = " or ".join(f"{n}-D" for n in allowed)
+        layout = " (z, y, x)" if allowed == (3,) else ""
+        raise ValueError(
+            f"{name} must be {want}{layout}; got {data.ndim}-D with shape {tuple(data.shape)}"
+        )
+    if 0 in data.shape:
+        raise ValueError(f"{name} is empty: shape {tuple(data.shape)}")
+
+
+def check_same_shape(a: Any, b: Any, names: tuple[str, str] = ("prediction", "truth")) -> None:
+    """Raise ``ValueError`` naming both arrays when their shapes differ."""
+    sa, sb = tuple(unwrap(a).shape), tuple(unwrap(b).shape)
+    if sa != sb:
+        raise ValueError(f"{names[0]} shape {sa} does not match {names[1]} shape {sb}")

@@ -1,0 +1,303 @@
+"""``open_volume``: any supported source to a lazy ``xarray.DataArray`` (z, y, x)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+
+from xctdask.backend import validate_volume
+from xctdask.io.omezarr import read_multiscales
+from xctdask.io.rawinfo import info_path_for, read_raw_info
+from xctdask.io.readers import (
+    Hdf5Reader,
+    MultiPageTiffReader,
+    RawReader,
+    TiffStackReader,
+    VolumeReader,
+)
+
+__all__ = ["as_volume", "open_volume"]
+
+DIMS = ("z", "y", "x")
+_TIFF = (".tif", ".tiff")
+_HDF5 = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi")
+
+
+def _looks_like_zarr(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup")
+    )
+
+
+def _zarr_source(path: Path, dataset: str | None, level: int) -> tuple[Any, dict[str, Any]]:
+    """Open the zarr array to read and return it with the metadata that locates it."""
+    import zarr
+
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception as err:  # zarr raises several types for unreadable stores
+        raise OSError(f"cannot read Zarr store {path}: {err}") from err
+    meta: dict[str, Any] = {}
+    if isinstance(node, zarr.Array):
+        if dataset is not None:
+            raise ValueError(f"{path} is a single Zarr array; dataset={dataset!r} does not apply")
+        return node, dict(node.attrs)
+    group_attrs = dict(node.attrs)
+    if dataset is None:
+        multiscales = read_multiscales(group_attrs)
+        if multiscales is not None:
+            datasets = multiscales["datasets"]
+            if not 0 <= level < len(datasets):
+                raise ValueError(
+                    f"{path} has {len(datasets)} multiscale levels; level={level} is out of range"
+                )
+            entry = datasets[level]
+            dataset = entry["path"]
+            for t in entry.get("coordinateTransformations", []):
+                if t.get("type") == "scale":
+                    meta["voxel_size"] = tuple(float(s) for s in t["scale"][-3:])
+            units = [ax.get("unit") for ax in multiscales.get("axes", [])[-3:]]
+            if units and units[0]:
+                meta["unit"] = units[0]
+        else:
+            arrays = sorted(name for name, _ in node.arrays())
+            if len(arrays) != 1:
+                raise ValueError(
+                    f"{path} is a Zarr group with arrays {arrays}; choose one with dataset="
+                )
+            dataset = arrays[0]
+    if dataset not in node:
+        raise KeyError(f"Zarr group {path} has no array {dataset!r}")
+    array = node[dataset]
+    attrs = {**{k: v for k, v in group_attrs.items() if k not in ("ome", "multiscales")}}
+    attrs.update(dict(array.attrs))
+    attrs.update(meta)
+    return array, attrs
+
+
+def _nexus_default(f: Any) -> str | None:
+    """Follow NeXus ``default``/``signal`` attributes to the plotted dataset, if any."""
+    node, path = f, ""
+    for _ in range(4):
+        target = node.attrs.get("default")
+        if target is None:
+            break
+        target = target.decode() if isinstance(target, bytes) else str(target)
+        path = f"{path}/{target}"
+        node = f[path]
+    signal = node.attrs.get("signal") if path else None
+    if signal is None:
+        return None
+    signal = signal.decode() if isinstance(signal, bytes) else str(signal)
+    return f"{path}/{signal}"
+
+
+def _hdf5_dataset(path: Path) -> str:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        default = _nexus_default(f)
+        if default is not None:
+            return default
+        candidates: list[str] = []
+        f.visititems(
+            lambda name, obj: candidates.append(name)
+            if isinstance(obj, h5py.Dataset) and obj.ndim >= 3
+            else None
+        )
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ValueError(
+        f"{path} holds {len(candidates)} datasets of 3 or more dimensions "
+        f"({', '.join(candidates) or 'none'}); name one with dataset=..."
+    )
+
+
+def _reader_for(path: Path, dataset: str | None) -> VolumeReader:
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return TiffStackReader(path)
+    if suffix in _TIFF:
+        return MultiPageTiffReader(path)
+    if suffix in _HDF5:
+        return Hdf5Reader(path, dataset or _hdf5_dataset(path))
+    if suffix == ".raw" or info_path_for(path).exists():
+        info = read_raw_info(path)
+        reader = RawReader(path, info.shape, info.dtype)
+        reader.attrs = {"voxel_size": info.voxel_size, "unit": info.unit}
+        return reader
+    raise ValueError(
+        f"unknown volume format for {path}: expected a Zarr store (folder with zarr.json or "
+        ".zarray), a .tif/.tiff file or folder of them, .raw with .raw.info, or HDF5/NeXus "
+        f"({', '.join(_HDF5)})"
+    )
+
+
+def _default_chunks(shape: tuple[int, ...], dtype: np.dtype, target_bytes: int = 64 * 2**20):
+    """Slabs of whole slices along z, about ``target_bytes`` each."""
+    slice_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+    nz = max(1, min(shape[0], target_bytes // max(slice_bytes, 1)))
+    return (nz, *shape[1:]) if slice_bytes <= target_bytes else "auto"
+
+
+def as_volume(
+    data: Any,
+    *,
+    voxel_size: float | tuple[float, float, float] | None = None,
+    unit: str | None = None,
+    dims: tuple[str, ...] = DIMS,
+    attrs: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> xr.DataArray:
+    """Wrap an array as a volume DataArray with spatial coordinates and metadata.
+
+    A DataArray passes through (its attributes kept, new ones added); any other array
+    becomes a DataArray with ``dims``, and coordinates ``index × voxel_size``.
+    """
+    attrs = dict(attrs or {})
+    if isinstance(data, xr.DataArray):
+        validate_volume(data, ndim=len(data.dims))
+        out = data.copy(deep=False)
+        if voxel_size is not None:
+            out.attrs["voxel_size"] = _voxel_tuple(voxel_size, out.ndim)
+        if unit is not None:
+            out.attrs["unit"] = unit
+        out.attrs.setdefault("voxel_size", _voxel_tuple(1.0, out.ndim))
+        out.attrs.setdefault("unit", "voxel")
+        return out
+    validate_volume(data, ndim=len(dims))
+    vs = _voxel_tuple(voxel_size if voxel_size is not None else attrs.get("voxel_size"), len(dims))
+    attrs["voxel_size"] = vs
+    attrs["unit"] = unit or attrs.get("unit") or "voxel"
+    spatial = dims[-3:]
+    coords = {
+        dim: np.arange(n) * step
+        for dim, n, step in zip(spatial, data.shape[-3:], vs[-3:], strict=True)
+    }
+    return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name=name)
+
+
+def _voxel_tuple(value: Any, ndim: int) -> tuple[float, ...]:
+    n = min(ndim, 3)
+    if value is None:
+        return (1.0,) * n
+    if np.isscalar(value):
+        return (float(value),) * n
+    value = tuple(float(v) for v in value)
+    if len(value) != n:
+        raise ValueError(f"voxel_size needs 1 or {n} values, got {value}")
+    return value
+
+
+def open_volume(
+    source: Any,
+    chunks: Any = None,
+    *,
+    dataset: str | None = None,
+    level: int = 0,
+    voxel_size: float | tuple[float, float, float] | None = None,
+    unit: str | None = None,
+    dims: tuple[str, ...] = DIMS,
+) -> xr.DataArray:
+    """Open a CT volume lazily as an ``xarray.DataArray`` with dims ``("z", "y", "x")``.
+
+    Nothing is read but metadata: the result is backed by a Dask array with one read
+    task per chunk.
+
+    Parameters
+    ----------
+    source : path or array
+        A Zarr v2/v3 store (array or group; an OME-Zarr multiscale group opens at
+        ``level``), a multi-page TIFF or a folder of 2-D TIFF slices, a ``.raw`` file with
+        its ``.raw.info`` (PyHST / tomo2seg), an HDF5 or NeXus file, or a NumPy, CuPy,
+        Dask array or DataArray (wrapped, never copied).
+    chunks : optional
+        Dask chunks. Default: the storage chunks of Zarr and HDF5 data; slabs of whole
+        z slices of about 64 MiB for other formats; ``"auto"`` for in-memory arrays.
+    dataset : str, optional
+        The array inside an HDF5 file or Zarr group. HDF5 files that hold one 3-D
+        dataset, or NeXus files with a ``default`` plot, need none.
+    level : int
+        The multiscale level of an OME-Zarr group (0 is full resolution).
+    voxel_size, unit : optional
+        Override the voxel size (one value or one per axis) and its unit; otherwise
+        they come from the store's metadata, or default to 1 ``"voxel"``.
+    dims : tuple of str
+        Dimension names. A volume must be 3-D unless you name four dims, e.g.
+        ``("t", "z", "y", "x")`` for a time series.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dask-backed, with coordinates in physical units and ``attrs["voxel_size"]``,
+        ``attrs["unit"]`` and ``attrs["source"]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist.
+    ValueError
+        Unknown format, an ambiguous or missing HDF5 dataset, or a volume that is not
+        3-D (or ``len(dims)``-D).
+    TypeError
+        Non-numeric voxels.
+    OSError
+        A store that exists but cannot be read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vol = open_volume(np.zeros((4, 5, 6), np.uint8), voxel_size=0.5, unit="um")
+    >>> vol.dims, vol.attrs["voxel_size"], float(vol.x[-1])
+    (('z', 'y', 'x'), (0.5, 0.5, 0.5), 2.5)
+    """
+    if isinstance(source, xr.DataArray):
+        data = source if chunks is None and source.chunks else source.chunk(chunks or "auto")
+        return as_volume(data, voxel_size=voxel_size, unit=unit)
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(Path(source), chunks, dataset, level, voxel_size, unit, dims)
+    if hasattr(source, "shape") and hasattr(source, "dtype"):
+        validate_volume(source, ndim=len(dims))
+        data = source if isinstance(source, da.Array) and chunks is None else None
+        if data is None:
+            data = (
+                source.rechunk(chunks)
+                if isinstance(source, da.Array)
+                else da.from_array(source, chunks=chunks or "auto", asarray=False)
+            )
+        return as_volume(data, voxel_size=voxel_size, unit=unit, dims=dims)
+    raise TypeError(f"cannot open a volume from {type(source).__name__}")
+
+
+def _open_path(path, chunks, dataset, level, voxel_size, unit, dims) -> xr.DataArray:
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    if _looks_like_zarr(path) or (path.suffix == ".zarr" and path.is_dir()):
+        array, attrs = _zarr_source(path, dataset, level)
+        validate_volume(array, name=str(path), ndim=len(dims))
+        data = da.from_zarr(array, chunks=chunks if chunks is not None else array.chunks)
+    else:
+        reader = _reader_for(path, dataset)
+        validate_volume(reader, name=str(path), ndim=len(dims))
+        attrs = {k: v for k, v in getattr(reader, "attrs", {}).items() if v is not None}
+        if chunks is None:
+            chunks = getattr(reader, "chunks", None) or _default_chunks(reader.shape, reader.dtype)
+        data = da.from_array(
+            reader,
+            chunks=chunks,
+            lock=False,
+            asarray=True,
+            name=f"open-volume-{tokenize(reader.token(), chunks)}",
+            meta=np.empty((0,) * reader.ndim, reader.dtype),
+        )
+    attrs = {k: v for k, v in attrs.items() if k in ("voxel_size", "unit", "kind", "class_names")}
+    attrs["source"] = str(path)
+    return as_volume(
+        data, voxel_size=voxel_size, unit=unit, dims=dims, attrs=attrs, name=path.stem or None
+    )
