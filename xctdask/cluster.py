@@ -1,0 +1,109 @@
+"""Getting a Dask cluster: the one already running, a local one, or a remote scheduler."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["connect", "gpu_count", "local"]
+
+
+def gpu_count() -> int:
+    """Number of CUDA GPUs visible to PyTorch (0 without CUDA or without PyTorch)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _existing_client() -> Any | None:
+    from distributed import get_client
+
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+def local(
+    n_workers: int | None = None,
+    *,
+    threads_per_worker: int | None = None,
+    memory_limit: str | float = "auto",
+    gpu: bool | None = None,
+    dashboard_address: str | None = ":0",
+    **cluster_kwargs: Any,
+) -> Any:
+    """A ``distributed.Client`` for this machine; an existing client is used as it is.
+
+    If a client is already active (``distributed.get_client()`` finds one), it is
+    returned and nothing else is started. Otherwise, when CUDA GPUs and ``dask-cuda``
+    are present (and ``gpu`` is not False), a ``LocalCUDACluster`` with one worker per
+    GPU is started; else a ``LocalCluster`` of worker processes sized to the machine:
+    one worker per two cores (at least one), the cores shared out as threads.
+
+    Parameters
+    ----------
+    n_workers, threads_per_worker, memory_limit, dashboard_address
+        Passed to the cluster; defaults as above (``":0"`` picks a free dashboard port).
+    gpu : bool, optional
+        ``True`` requires a GPU cluster (error if impossible), ``False`` forbids one,
+        ``None`` decides from what is installed.
+    **cluster_kwargs
+        Further cluster options.
+
+    Examples
+    --------
+    >>> client = local(n_workers=1, threads_per_worker=1)   # doctest: +SKIP
+    >>> client.dashboard_link                               # doctest: +SKIP
+    """
+    from distributed import Client, LocalCluster
+
+    client = _existing_client()
+    if client is not None:
+        return client
+    n_gpus = gpu_count() if gpu is not False else 0
+    if gpu and n_gpus == 0:
+        raise RuntimeError("gpu=True but PyTorch sees no CUDA GPU")
+    if n_gpus:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as err:
+            if gpu:
+                raise ImportError(
+                    "gpu=True needs dask-cuda: pip install 'xctdask[gpu]'"
+                ) from err
+        else:
+            cluster = LocalCUDACluster(
+                n_workers=n_workers, threads_per_worker=threads_per_worker or 1,
+                dashboard_address=dashboard_address, **cluster_kwargs,
+            )
+            return Client(cluster)
+    cores = os.cpu_count() or 1
+    if n_workers is None:
+        n_workers = max(1, cores // 2)
+    if threads_per_worker is None:
+        threads_per_worker = max(1, cores // n_workers)
+    cluster = LocalCluster(
+        n_workers=n_workers, threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit, processes=True, dashboard_address=dashboard_address,
+        **cluster_kwargs,
+    )
+    return Client(cluster)
+
+
+def connect(address: str, *, timeout: float = 10.0) -> Any:
+    """A client on the scheduler at ``address`` (e.g. ``"tcp://10.0.0.5:8786"``).
+
+    Raises
+    ------
+    OSError
+        The scheduler cannot be reached within ``timeout`` seconds.
+    """
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        raise OSError(f"cannot reach the Dask scheduler at {address!r}: {err}") from err

@@ -45,7 +45,7 @@ def _normalise_key(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
             out.append(slice(*k.indices(n)))
         elif isinstance(k, (int, np.integer)):
             i = int(k) + (n if k < 0 else 0)
-            out.append(slice(i, i + 1))
+            out.append(slice(i, i + 1, 1))
         else:
             raise TypeError(f"readers take slices or integers, got {k!r}")
     return tuple(out)

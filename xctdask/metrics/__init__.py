@@ -1,0 +1,41 @@
+"""Segmentation and image-quality metrics, lazy on Dask input.
+
+Examples
+--------
+>>> import numpy as np
+>>> from xctdask import metrics
+>>> float(metrics.mean_iou(np.array([0, 1, 1]), np.array([0, 1, 1]), n_classes=2))
+1.0
+"""
+
+from xctdask.metrics.baselines import BaselineScores, bin_zero_oc, joint_histogram, zero_oc
+from xctdask.metrics.confusion import confusion_matrix, contingency
+from xctdask.metrics.image import psnr, ssim
+from xctdask.metrics.matching import apply_mapping, match_labels
+from xctdask.metrics.scores import (
+    classification_report,
+    dice,
+    iou,
+    mean_iou,
+    pixel_accuracy,
+    precision_recall_f1,
+)
+
+__all__ = [
+    "BaselineScores",
+    "apply_mapping",
+    "bin_zero_oc",
+    "classification_report",
+    "confusion_matrix",
+    "contingency",
+    "dice",
+    "iou",
+    "joint_histogram",
+    "match_labels",
+    "mean_iou",
+    "pixel_accuracy",
+    "precision_recall_f1",
+    "psnr",
+    "ssim",
+    "zero_oc",
+]

@@ -1,0 +1,161 @@
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import xarray as xr
+import zarr
+
+from xctdask.io import open_volume, save_volume, write_raw
+
+VOLUME = np.random.default_rng(1).integers(0, 4000, (6, 10, 12)).astype(np.uint16)
+
+
+def _check(vol, expected=VOLUME):
+    assert isinstance(vol, xr.DataArray)
+    assert vol.dims == ("z", "y", "x")
+    assert isinstance(vol.data, da.Array)
+    np.testing.assert_array_equal(vol.values, expected)
+
+
+def test_zarr_v3_array(tmp_path):
+    z = zarr.create_array(str(tmp_path / "a.zarr"), shape=VOLUME.shape, chunks=(2, 5, 6),
+                          dtype=VOLUME.dtype, zarr_format=3)
+    z[:] = VOLUME
+    vol = open_volume(tmp_path / "a.zarr")
+    _check(vol)
+    assert vol.data.chunksize == (2, 5, 6)
+
+
+def test_zarr_v2_array(tmp_path):
+    z = zarr.create_array(str(tmp_path / "a.zarr"), shape=VOLUME.shape, chunks=(3, 10, 12),
+                          dtype=VOLUME.dtype, zarr_format=2)
+    z[:] = VOLUME
+    _check(open_volume(tmp_path / "a.zarr"))
+
+
+def test_zarr_group_needs_dataset_when_ambiguous(tmp_path):
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    g.create_array("a", data=VOLUME)
+    g.create_array("b", data=VOLUME)
+    with pytest.raises(ValueError, match="choose one with dataset="):
+        open_volume(tmp_path / "g.zarr")
+    _check(open_volume(tmp_path / "g.zarr", dataset="b"))
+    with pytest.raises(KeyError, match="no array 'c'"):
+        open_volume(tmp_path / "g.zarr", dataset="c")
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_ome_zarr_levels_and_voxel_size(tmp_path, zarr_format):
+    vol = open_volume(VOLUME, voxel_size=(2.0, 0.5, 0.5), unit="micrometer")
+    save_volume(vol, tmp_path / "o.zarr", multiscale=2, zarr_format=zarr_format,
+                progress=False)
+    level0 = open_volume(tmp_path / "o.zarr")
+    _check(level0)
+    assert level0.attrs["voxel_size"] == (2.0, 0.5, 0.5)
+    assert level0.attrs["unit"] == "micrometer"
+    assert float(level0.y[1]) == 0.5
+    level1 = open_volume(tmp_path / "o.zarr", level=1)
+    assert level1.shape == (3, 5, 6)
+    assert level1.attrs["voxel_size"] == (4.0, 1.0, 1.0)
+    expected = VOLUME.reshape(3, 2, 5, 2, 6, 2).mean(axis=(1, 3, 5))
+    np.testing.assert_array_equal(level1.values, np.rint(expected).astype(np.uint16))
+    with pytest.raises(ValueError, match="level=2 is out of range"):
+        open_volume(tmp_path / "o.zarr", level=2)
+
+
+def test_multipage_tiff(tmp_path):
+    tifffile.imwrite(tmp_path / "v.tif", VOLUME)
+    _check(open_volume(tmp_path / "v.tif"))
+
+
+def test_tiff_folder_natural_order(tmp_path):
+    for i, image in enumerate(VOLUME):
+        tifffile.imwrite(tmp_path / f"img{i * 3}.tif", image)
+    _check(open_volume(tmp_path))
+
+
+def test_raw_with_info_and_voxel_size(tmp_path):
+    write_raw(VOLUME, tmp_path / "v.raw", voxel_size=3.0, unit="um")
+    vol = open_volume(tmp_path / "v.raw", chunks=(2, 10, 12))
+    _check(vol)
+    assert vol.attrs["voxel_size"] == (3.0, 3.0, 3.0) and vol.attrs["unit"] == "um"
+    assert vol.data.numblocks == (3, 1, 1)
+
+
+def test_hdf5_single_dataset_found_and_path_required_when_ambiguous(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["scan/recon"] = VOLUME
+    _check(open_volume(tmp_path / "v.h5"))
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["a"] = VOLUME
+        f["b"] = VOLUME
+    with pytest.raises(ValueError, match="name one with dataset"):
+        open_volume(tmp_path / "two.h5")
+    _check(open_volume(tmp_path / "two.h5", dataset="b"))
+    with pytest.raises(KeyError, match="no dataset 'c'"):
+        open_volume(tmp_path / "two.h5", dataset="c")
+
+
+def test_nexus_default_signal_is_followed(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "v.nxs", "w") as f:
+        f.attrs["default"] = "entry"
+        entry = f.create_group("entry")
+        entry.attrs["default"] = "data"
+        data = entry.create_group("data")
+        data.attrs["signal"] = "volume"
+        data["volume"] = VOLUME
+        data["other"] = VOLUME * 0
+    _check(open_volume(tmp_path / "v.nxs"))
+
+
+def test_passthrough_numpy_dask_dataarray():
+    _check(open_volume(VOLUME))
+    _check(open_volume(da.from_array(VOLUME, chunks=3)))
+    _check(open_volume(xr.DataArray(VOLUME, dims=("z", "y", "x"))))
+
+
+def test_time_series_with_four_dims():
+    series = np.zeros((2, *VOLUME.shape), np.uint16)
+    vol = open_volume(series, dims=("t", "z", "y", "x"))
+    assert vol.dims == ("t", "z", "y", "x")
+
+
+def test_unknown_format(tmp_path):
+    (tmp_path / "v.xyz").write_text("nothing")
+    with pytest.raises(ValueError, match="unknown volume format"):
+        open_volume(tmp_path / "v.xyz")
+
+
+def test_missing_path():
+    with pytest.raises(FileNotFoundError):
+        open_volume("/nonexistent/volume.zarr")
+
+
+def test_unreadable_store(tmp_path):
+    (tmp_path / "bad.zarr").mkdir()
+    (tmp_path / "bad.zarr" / "zarr.json").write_text("{ not json")
+    with pytest.raises(OSError, match="cannot read Zarr store"):
+        open_volume(tmp_path / "bad.zarr")
+
+
+@pytest.mark.parametrize("shape", [(10, 12), (2, 3, 10, 12)])
+def test_wrong_dimensionality(tmp_path, shape):
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros(shape[-2:], np.uint8))
+    with pytest.raises(ValueError, match="3-D"):
+        open_volume(np.zeros(shape, np.uint8))
+
+
+def test_non_numeric(tmp_path):
+    with pytest.raises(TypeError, match="numeric"):
+        open_volume(np.zeros((2, 2, 2), dtype="U1"))
+
+
+def test_open_reads_nothing(tmp_path, no_compute):
+    write_raw(VOLUME, tmp_path / "v.raw")
+    with no_compute():
+        vol = open_volume(tmp_path / "v.raw")
+    assert vol.shape == VOLUME.shape

@@ -1,0 +1,81 @@
+"""Contract tests that every lazy reader passes (the zarr StoreTests idea)."""
+
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+
+from xctdask.io.rawinfo import write_raw
+from xctdask.io.readers import Hdf5Reader, MultiPageTiffReader, RawReader, TiffStackReader
+
+VOLUME = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)
+
+
+def _raw(tmp_path):
+    path = write_raw(VOLUME, tmp_path / "v.raw")
+    return RawReader(path, VOLUME.shape, VOLUME.dtype)
+
+
+def _multipage(tmp_path):
+    tifffile.imwrite(tmp_path / "v.tif", VOLUME)
+    return MultiPageTiffReader(tmp_path / "v.tif")
+
+
+def _stack(tmp_path):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for i, image in enumerate(VOLUME):  # names that sort wrongly as plain strings
+        tifffile.imwrite(folder / f"slice_{i * 5}.tiff", image)
+    return TiffStackReader(folder)
+
+
+def _hdf5(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f.create_dataset("entry/data", data=VOLUME, chunks=(2, 6, 7))
+    return Hdf5Reader(tmp_path / "v.h5", "entry/data")
+
+
+@pytest.fixture(params=[_raw, _multipage, _stack, _hdf5], ids=["raw", "tiff", "stack", "hdf5"])
+def reader(request, tmp_path):
+    return request.param(tmp_path)
+
+
+def test_shape_and_dtype(reader):
+    assert reader.shape == VOLUME.shape
+    assert reader.dtype == VOLUME.dtype
+    assert reader.ndim == 3
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        (slice(None),),
+        (slice(1, 3), slice(2, 5), slice(0, 7)),
+        (slice(4, 5), slice(None), slice(3, 4)),
+        (2, slice(1, 4)),
+        (slice(0, 5, 2),),
+    ],
+)
+def test_regions_equal_numpy_indexing(reader, key):
+    np.testing.assert_array_equal(reader[key], VOLUME[key])
+
+
+def test_pickle_round_trip_reads_the_same(reader):
+    clone = pickle.loads(pickle.dumps(reader))
+    np.testing.assert_array_equal(clone[1:3], VOLUME[1:3])
+
+
+def test_token_changes_when_file_changes(reader, tmp_path):
+    assert reader.token() == reader.token()
+
+
+def test_stack_rejects_slices_of_other_shape(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a0.tif", np.zeros((4, 4), np.uint8))
+    tifffile.imwrite(folder / "a1.tif", np.zeros((5, 4), np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        TiffStackReader(folder)[:]

@@ -1,0 +1,113 @@
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from xctdask.io import open_volume, save_volume
+
+SOURCE = np.random.default_rng(2).random((8, 12, 10)).astype(np.float32)
+CHUNKS = (2, 6, 5)  # 4 × 2 × 2 = 16 chunks
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _source(fail_block=None, calls=None):
+    """SOURCE as a Dask array; one block can fail; block computations are counted."""
+
+    def produce(block, block_info=None):
+        index = block_info[0]["chunk-location"]
+        if calls is not None:
+            calls.append(index)
+        if index == fail_block:
+            raise Boom(f"simulated crash in chunk {index}")
+        return block
+
+    return da.from_array(SOURCE, chunks=CHUNKS).map_blocks(produce, dtype=SOURCE.dtype)
+
+
+def test_round_trip_and_attributes(tmp_path):
+    vol = open_volume(SOURCE, voxel_size=0.7, unit="um")
+    result = save_volume(vol, tmp_path / "v.zarr", chunks=CHUNKS, progress=False)
+    assert (result.chunks_written, result.chunks_skipped, result.levels) == (16, 0, 1)
+    back = open_volume(tmp_path / "v.zarr")
+    np.testing.assert_array_equal(back.values, SOURCE)
+    assert back.attrs["voxel_size"] == (0.7, 0.7, 0.7)
+    array = zarr.open_array(str(tmp_path / "v.zarr"))
+    assert array.metadata.zarr_format == 3
+    assert array.attrs["xctdask"]["complete"] is True
+    assert array.compressors  # compressed
+
+
+def test_existing_output_is_an_error_and_untouched(tmp_path):
+    save_volume(SOURCE, tmp_path / "v.zarr", progress=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_volume(SOURCE * 0, tmp_path / "v.zarr", progress=False)
+    np.testing.assert_array_equal(open_volume(tmp_path / "v.zarr").values, SOURCE)
+    save_volume(SOURCE * 0, tmp_path / "v.zarr", overwrite=True, progress=False)
+    assert open_volume(tmp_path / "v.zarr").values.max() == 0
+
+
+def test_overwrite_never_deletes_a_non_zarr_folder(tmp_path):
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "precious.txt").write_text("data")
+    with pytest.raises(FileExistsError, match="not a Zarr store"):
+        save_volume(SOURCE, tmp_path / "keep", overwrite=True, progress=False)
+    assert (tmp_path / "keep" / "precious.txt").exists()
+
+
+def test_refuses_to_write_over_its_own_input(tmp_path):
+    save_volume(SOURCE, tmp_path / "v.zarr", progress=False)
+    vol = open_volume(tmp_path / "v.zarr")
+    with pytest.raises(ValueError, match="input volume's own store"):
+        save_volume(vol, tmp_path / "v.zarr", overwrite=True, progress=False)
+
+
+def test_interrupted_write_resumes_with_only_missing_chunks(tmp_path):
+    out = tmp_path / "v.zarr"
+    with dask.config.set(scheduler="synchronous"), pytest.raises(Boom):
+        save_volume(_source(fail_block=(2, 1, 0)), out, progress=False)
+    assert zarr.open_array(str(out)).attrs["xctdask"]["complete"] is False
+    present = zarr.open_array(str(out)).nchunks_initialized
+    assert 0 < present < 16
+
+    calls: list = []
+    with dask.config.set(scheduler="synchronous"):
+        result = save_volume(_source(calls=calls), out, progress=False)
+    assert result.chunks_skipped == present
+    assert result.chunks_written == 16 - present
+    assert len(calls) == 16 - present  # the source is not recomputed for finished chunks
+    np.testing.assert_array_equal(open_volume(out).values, SOURCE)
+    assert zarr.open_array(str(out)).attrs["xctdask"]["complete"] is True
+
+
+def test_resume_refuses_a_different_volume(tmp_path):
+    out = tmp_path / "v.zarr"
+    with dask.config.set(scheduler="synchronous"), pytest.raises(Boom):
+        save_volume(_source(fail_block=(1, 0, 0)), out, progress=False)
+    with pytest.raises(FileExistsError, match="does not match"):
+        save_volume(np.zeros((4, 4, 4), np.float32), out, progress=False)
+
+
+def test_labels_pyramid_uses_the_mode(tmp_path):
+    labels = np.zeros((4, 4, 4), np.uint8)
+    labels[:2, :2, :2] = [[[1, 1], [1, 2]], [[2, 1], [3, 3]]]  # mode of this cell: 1
+    labels[2:, 2:, 2:] = 7
+    save_volume(labels, tmp_path / "l.zarr", multiscale=2, kind="labels", progress=False)
+    level1 = open_volume(tmp_path / "l.zarr", level=1).values
+    assert level1[0, 0, 0] == 1 and level1[1, 1, 1] == 7 and level1.dtype == np.uint8
+
+
+def test_save_on_a_local_cluster(tmp_path, client):
+    x = da.from_array(SOURCE, chunks=CHUNKS)
+    result = save_volume(x, tmp_path / "v.zarr", progress=False)
+    assert result.chunks_written == 16
+    np.testing.assert_array_equal(open_volume(tmp_path / "v.zarr").values, SOURCE)
+
+
+def test_input_is_not_modified(tmp_path):
+    source = SOURCE.copy()
+    save_volume(source, tmp_path / "v.zarr", multiscale=2, progress=False)
+    np.testing.assert_array_equal(source, SOURCE)

@@ -1,0 +1,42 @@
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from xctdask.backend import array_module, as_dask, check_same_shape, is_dask, validate_volume
+
+
+def test_array_module_numpy_and_dask_of_numpy():
+    assert array_module(np.zeros(2), da.zeros(2)) is np
+
+
+def test_is_dask_sees_through_dataarray():
+    assert is_dask(xr.DataArray(da.zeros((2, 2))))
+    assert not is_dask(xr.DataArray(np.zeros((2, 2))))
+
+
+def test_as_dask_does_not_copy_dask():
+    x = da.zeros((4, 4), chunks=2)
+    assert as_dask(x) is x
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4, 5)])
+def test_wrong_dimensionality_is_named(shape):
+    with pytest.raises(ValueError, match=r"must be 3-D \(z, y, x\)"):
+        validate_volume(np.zeros(shape))
+
+
+@pytest.mark.parametrize("dtype", ["U3", "O", "complex64"])
+def test_non_numeric_dtype_is_rejected(dtype):
+    with pytest.raises(TypeError, match="real numeric dtype"):
+        validate_volume(np.zeros((2, 2, 2), dtype=dtype))
+
+
+def test_empty_volume_is_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        validate_volume(np.zeros((0, 2, 2)))
+
+
+def test_shape_mismatch_names_both():
+    with pytest.raises(ValueError, match=r"labels shape \(2, 2\) does not match volume"):
+        check_same_shape(np.zeros((2, 2)), np.zeros((3, 2)), ("labels", "volume"))

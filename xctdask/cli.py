@@ -1,0 +1,170 @@
+"""The ``xctdask`` command line. Thin: it parses, starts a cluster, calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["main"]
+
+
+@contextmanager
+def _cluster(address: str | None, workers: int | None):
+    """A client for the command: the given scheduler, or a local cluster we own."""
+    from xctdask import cluster
+
+    client = cluster.connect(address) if address else cluster.local(n_workers=workers)
+    print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+    try:
+        yield client
+    finally:
+        if not address:
+            owned = client.cluster
+            client.close()
+            if owned is not None:
+                owned.close()
+        else:
+            client.close()
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import dask
+
+    from xctdask.io import open_volume
+
+    vol = open_volume(args.path, dataset=args.dataset, level=args.level)
+    info: dict[str, Any] = {
+        "path": args.path,
+        "shape": list(vol.shape),
+        "dtype": str(vol.dtype),
+        "chunks": [int(max(c)) for c in vol.chunks],
+        "voxel_size": list(vol.attrs["voxel_size"]),
+        "unit": vol.attrs["unit"],
+        "size_gb": round(vol.nbytes / 1e9, 3),
+    }
+    if not args.no_stats:
+        lo, hi, finite = dask.compute(vol.data.min(), vol.data.max(),
+                                      dask.array.isfinite(vol.data).all())
+        info["min"], info["max"] = float(lo), float(hi)
+        info["all_finite"] = bool(finite)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from xctdask.io import open_volume, save_volume
+
+    chunks = tuple(args.chunks) if args.chunks else None
+    vol = open_volume(args.input, dataset=args.dataset, voxel_size=args.voxel_size,
+                      unit=args.unit)
+    with _cluster(args.scheduler, args.workers):
+        result = save_volume(vol, args.output, chunks=chunks, overwrite=args.overwrite,
+                             multiscale=args.multiscale or False, kind=args.kind)
+    print(f"wrote {args.output}: {result.chunks_written} chunks written, "
+          f"{result.chunks_skipped} already complete, {result.levels} level(s)")
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xctdask import phantoms
+    from xctdask.io import save_volume
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    with _cluster(args.scheduler, args.workers):
+        ds = phantoms.make(args.kind, tuple(args.shape), args.seed, lazy=True).persist()
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("labels", "attenuation", "hq", "lq"):
+            save_volume(ds[name], out / f"{name}.zarr", overwrite=args.overwrite,
+                        kind="labels" if name == "labels" else "image")
+    print(f"wrote {args.kind} phantom {tuple(args.shape)} to {out}/{{labels,attenuation,hq,lq}}.zarr")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from xctdask.demo import run_demo
+
+    with _cluster(args.scheduler, args.workers):
+        report = run_demo(args.out, kind=args.kind, shape=tuple(args.shape), seed=args.seed,
+                          overwrite=args.overwrite)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from xctdask import __version__
+    from xctdask.phantoms import KINDS
+
+    parser = argparse.ArgumentParser(
+        prog="xctdask", description="Segment terabyte X-ray CT volumes on Dask."
+    )
+    parser.add_argument("--version", action="version", version=f"xctdask {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def cluster_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--scheduler", metavar="ADDRESS",
+                       help="address of a running Dask scheduler (default: start a local cluster)")
+        p.add_argument("--workers", type=int, default=None,
+                       help="worker processes of the local cluster (default: cores / 2)")
+
+    p = sub.add_parser("info", help="shape, dtype, chunks, voxel size and intensity range")
+    p.add_argument("path")
+    p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
+    p.add_argument("--level", type=int, default=0, help="OME-Zarr multiscale level")
+    p.add_argument("--no-stats", action="store_true", help="skip the min/max pass over the data")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="any readable volume to Zarr (resumable)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"))
+    p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
+    p.add_argument("--voxel-size", type=float, help="voxel size to record")
+    p.add_argument("--unit", help="unit of the voxel size, e.g. micrometer")
+    p.add_argument("--multiscale", type=int, metavar="LEVELS",
+                   help="write an OME-Zarr pyramid with this many levels")
+    p.add_argument("--kind", choices=("image", "labels"), help="how to downsample")
+    p.add_argument("--overwrite", action="store_true")
+    cluster_options(p)
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("phantom", help="write a synthetic CT phantom (labels, attenuation, HQ, LQ)")
+    p.add_argument("output", help="folder to hold the four Zarr stores")
+    p.add_argument("--kind", choices=KINDS, default="fibre-composite")
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    cluster_options(p)
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("demo", help="the main job on built-in defaults (phantom, local cluster)")
+    p.add_argument("--out", default="xctdask-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--kind", choices=KINDS, default="fibre-composite")
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    cluster_options(p)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xctdask`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileExistsError, FileNotFoundError, ValueError, TypeError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"xctdask {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
