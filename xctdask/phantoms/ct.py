@@ -206,17 +206,18 @@ def reconstruct(
     n_cols = data.shape[2]
     shift = 0.0 if center is None else n_cols // 2 - float(center)
     if isinstance(data, da.Array):
-        data = data.rechunk({0: -1, 1: 1, 2: -1})
+        # one task per detector row: (row, angle, col) blocks, each → (row, y, x) slices
+        by_row = data.transpose(1, 0, 2).rechunk({0: 1, 1: -1, 2: -1})
 
         def block(b, block_info=None):
-            rows = slice(*block_info[0]["array-location"][1])
+            rows = slice(*block_info[0]["array-location"][0])
             f = None if flat is None else flat[rows]
             d = None if dark is None else dark[rows]
-            return _reconstruct_rows(b, angles, f, d, shift, filter_name)
+            return _reconstruct_rows(b.transpose(1, 0, 2), angles, f, d, shift, filter_name)
 
-        slices = data.map_blocks(
+        slices = by_row.map_blocks(
             block,
-            chunks=(data.chunks[1], (n_cols,), (n_cols,)),
+            chunks=(by_row.chunks[0], (n_cols,), (n_cols,)),
             dtype=np.float32,
             meta=np.empty((0, 0, 0), np.float32),
         )
