@@ -14,20 +14,25 @@ __all__ = ["main"]
 
 @contextmanager
 def _cluster(address: str | None, workers: int | None):
-    """A client for the command: the given scheduler, or a local cluster we own."""
+    """A client for the command: the given scheduler, the active client, or a local
+    cluster that this command starts and closes."""
     from xctdask import cluster
 
-    client = cluster.connect(address) if address else cluster.local(n_workers=workers)
+    if address:
+        client, owned = cluster.connect(address), False
+    else:
+        existing = cluster._existing_client()
+        client = existing or cluster.local(n_workers=workers)
+        owned = existing is None
     print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
     try:
         yield client
     finally:
-        if not address:
-            owned = client.cluster
+        if owned:
+            local_cluster = client.cluster
             client.close()
-            if owned is not None:
-                owned.close()
-        else:
+            local_cluster.close()
+        elif address:
             client.close()
 
 
@@ -47,8 +52,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "size_gb": round(vol.nbytes / 1e9, 3),
     }
     if not args.no_stats:
-        lo, hi, finite = dask.compute(vol.data.min(), vol.data.max(),
-                                      dask.array.isfinite(vol.data).all())
+        lo, hi, finite = dask.compute(
+            vol.data.min(), vol.data.max(), dask.array.isfinite(vol.data).all()
+        )
         info["min"], info["max"] = float(lo), float(hi)
         info["all_finite"] = bool(finite)
     print(json.dumps(info, indent=2))
@@ -59,13 +65,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from xctdask.io import open_volume, save_volume
 
     chunks = tuple(args.chunks) if args.chunks else None
-    vol = open_volume(args.input, dataset=args.dataset, voxel_size=args.voxel_size,
-                      unit=args.unit)
+    vol = open_volume(args.input, dataset=args.dataset, voxel_size=args.voxel_size, unit=args.unit)
     with _cluster(args.scheduler, args.workers):
-        result = save_volume(vol, args.output, chunks=chunks, overwrite=args.overwrite,
-                             multiscale=args.multiscale or False, kind=args.kind)
-    print(f"wrote {args.output}: {result.chunks_written} chunks written, "
-          f"{result.chunks_skipped} already complete, {result.levels} level(s)")
+        result = save_volume(
+            vol,
+            args.output,
+            chunks=chunks,
+            overwrite=args.overwrite,
+            multiscale=args.multiscale or False,
+            kind=args.kind,
+        )
+    print(
+        f"wrote {args.output}: {result.chunks_written} chunks written, "
+        f"{result.chunks_skipped} already complete, {result.levels} level(s)"
+    )
     return 0
 
 
@@ -82,9 +95,15 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         ds = phantoms.make(args.kind, tuple(args.shape), args.seed, lazy=True).persist()
         out.mkdir(parents=True, exist_ok=True)
         for name in ("labels", "attenuation", "hq", "lq"):
-            save_volume(ds[name], out / f"{name}.zarr", overwrite=args.overwrite,
-                        kind="labels" if name == "labels" else "image")
-    print(f"wrote {args.kind} phantom {tuple(args.shape)} to {out}/{{labels,attenuation,hq,lq}}.zarr")
+            save_volume(
+                ds[name],
+                out / f"{name}.zarr",
+                overwrite=args.overwrite,
+                kind="labels" if name == "labels" else "image",
+            )
+    print(
+        f"wrote {args.kind} phantom {tuple(args.shape)} to {out}/{{labels,attenuation,hq,lq}}.zarr"
+    )
     return 0
 
 
@@ -92,8 +111,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from xctdask.demo import run_demo
 
     with _cluster(args.scheduler, args.workers):
-        report = run_demo(args.out, kind=args.kind, shape=tuple(args.shape), seed=args.seed,
-                          overwrite=args.overwrite)
+        report = run_demo(
+            args.out,
+            kind=args.kind,
+            shape=tuple(args.shape),
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
     print(json.dumps(report, indent=2))
     return 0
 
@@ -109,10 +133,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def cluster_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--scheduler", metavar="ADDRESS",
-                       help="address of a running Dask scheduler (default: start a local cluster)")
-        p.add_argument("--workers", type=int, default=None,
-                       help="worker processes of the local cluster (default: cores / 2)")
+        p.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="address of a running Dask scheduler (default: start a local cluster)",
+        )
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="worker processes of the local cluster (default: cores / 2)",
+        )
 
     p = sub.add_parser("info", help="shape, dtype, chunks, voxel size and intensity range")
     p.add_argument("path")
@@ -128,8 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--voxel-size", type=float, help="voxel size to record")
     p.add_argument("--unit", help="unit of the voxel size, e.g. micrometer")
-    p.add_argument("--multiscale", type=int, metavar="LEVELS",
-                   help="write an OME-Zarr pyramid with this many levels")
+    p.add_argument(
+        "--multiscale",
+        type=int,
+        metavar="LEVELS",
+        help="write an OME-Zarr pyramid with this many levels",
+    )
     p.add_argument("--kind", choices=("image", "labels"), help="how to downsample")
     p.add_argument("--overwrite", action="store_true")
     cluster_options(p)

@@ -71,13 +71,13 @@ def local(
             from dask_cuda import LocalCUDACluster
         except ImportError as err:
             if gpu:
-                raise ImportError(
-                    "gpu=True needs dask-cuda: pip install 'xctdask[gpu]'"
-                ) from err
+                raise ImportError("gpu=True needs dask-cuda: pip install 'xctdask[gpu]'") from err
         else:
             cluster = LocalCUDACluster(
-                n_workers=n_workers, threads_per_worker=threads_per_worker or 1,
-                dashboard_address=dashboard_address, **cluster_kwargs,
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker or 1,
+                dashboard_address=dashboard_address,
+                **cluster_kwargs,
             )
             return Client(cluster)
     cores = os.cpu_count() or 1
@@ -86,8 +86,11 @@ def local(
     if threads_per_worker is None:
         threads_per_worker = max(1, cores // n_workers)
     cluster = LocalCluster(
-        n_workers=n_workers, threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit, processes=True, dashboard_address=dashboard_address,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        processes=True,
+        dashboard_address=dashboard_address,
         **cluster_kwargs,
     )
     return Client(cluster)

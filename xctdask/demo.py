@@ -52,8 +52,14 @@ def run_demo(
 
     done = _stage(f"writing OME-Zarr stores to {out}")
     for name in ("labels", "hq", "lq"):
-        save_volume(ds[name], out / f"{name}.zarr", multiscale=True, overwrite=overwrite,
-                    kind="labels" if name == "labels" else "image", progress=progress)
+        save_volume(
+            ds[name],
+            out / f"{name}.zarr",
+            multiscale=True,
+            overwrite=overwrite,
+            kind="labels" if name == "labels" else "image",
+            progress=progress,
+        )
     done()
 
     done = _stage("computing metrics")
@@ -64,17 +70,23 @@ def run_demo(
         p, s = dask.compute(metrics.psnr(ds[scan].data, truth), metrics.ssim(ds[scan].data, truth))
         zoc = metrics.zero_oc(ds[scan].data, ds.labels.data, n)
         bzoc = metrics.bin_zero_oc(ds[scan].data, ds.labels.data, n)
-        quality[scan] = {"psnr_db": round(float(p), 2), "ssim": round(float(s), 4),
-                         "zero_oc_miou": round(zoc.mean_iou, 4),
-                         "bin_zero_oc_miou": round(bzoc.mean_iou, 4)}
+        quality[scan] = {
+            "psnr_db": round(float(p), 2),
+            "ssim": round(float(s), 4),
+            "zero_oc_miou": round(zoc.mean_iou, 4),
+            "bin_zero_oc_miou": round(bzoc.mean_iou, 4),
+        }
     (confusion,) = dask.compute(metrics.confusion_matrix(ds.labels.data, ds.labels.data, n))
     counts = confusion.sum(axis=1)
     done()
     report = {
-        "kind": kind, "shape": list(shape), "seed": seed,
+        "kind": kind,
+        "shape": list(shape),
+        "seed": seed,
         "class_names": ds.attrs["class_names"],
         "class_fractions": [round(float(c) / counts.sum(), 4) for c in counts],
-        "hq_angles": ds.attrs["hq_angles"], "lq_angles": ds.attrs["lq_angles"],
+        "hq_angles": ds.attrs["hq_angles"],
+        "lq_angles": ds.attrs["lq_angles"],
         **quality,
         "stores": {name: str(out / f"{name}.zarr") for name in ("labels", "hq", "lq")},
     }

@@ -18,8 +18,13 @@ def _check(vol, expected=VOLUME):
 
 
 def test_zarr_v3_array(tmp_path):
-    z = zarr.create_array(str(tmp_path / "a.zarr"), shape=VOLUME.shape, chunks=(2, 5, 6),
-                          dtype=VOLUME.dtype, zarr_format=3)
+    z = zarr.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=VOLUME.shape,
+        chunks=(2, 5, 6),
+        dtype=VOLUME.dtype,
+        zarr_format=3,
+    )
     z[:] = VOLUME
     vol = open_volume(tmp_path / "a.zarr")
     _check(vol)
@@ -27,8 +32,13 @@ def test_zarr_v3_array(tmp_path):
 
 
 def test_zarr_v2_array(tmp_path):
-    z = zarr.create_array(str(tmp_path / "a.zarr"), shape=VOLUME.shape, chunks=(3, 10, 12),
-                          dtype=VOLUME.dtype, zarr_format=2)
+    z = zarr.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=VOLUME.shape,
+        chunks=(3, 10, 12),
+        dtype=VOLUME.dtype,
+        zarr_format=2,
+    )
     z[:] = VOLUME
     _check(open_volume(tmp_path / "a.zarr"))
 
@@ -47,8 +57,7 @@ def test_zarr_group_needs_dataset_when_ambiguous(tmp_path):
 @pytest.mark.parametrize("zarr_format", [3, 2])
 def test_ome_zarr_levels_and_voxel_size(tmp_path, zarr_format):
     vol = open_volume(VOLUME, voxel_size=(2.0, 0.5, 0.5), unit="micrometer")
-    save_volume(vol, tmp_path / "o.zarr", multiscale=2, zarr_format=zarr_format,
-                progress=False)
+    save_volume(vol, tmp_path / "o.zarr", multiscale=2, zarr_format=zarr_format, progress=False)
     level0 = open_volume(tmp_path / "o.zarr")
     _check(level0)
     assert level0.attrs["voxel_size"] == (2.0, 0.5, 0.5)

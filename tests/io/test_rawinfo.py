@@ -24,7 +24,9 @@ def test_pyhst_info_without_dtype_infers_float32_from_size(tmp_path):
 
 def test_size_mismatch_is_an_error(tmp_path):
     np.zeros(10, np.uint8).tofile(tmp_path / "v.raw")
-    info_path_for(tmp_path / "v.raw").write_text("NUM_X = 4\nNUM_Y = 3\nNUM_Z = 2\nDATA_TYPE = uint8\n")
+    info_path_for(tmp_path / "v.raw").write_text(
+        "NUM_X = 4\nNUM_Y = 3\nNUM_Z = 2\nDATA_TYPE = uint8\n"
+    )
     with pytest.raises(ValueError, match="10 bytes"):
         read_raw_info(tmp_path / "v.raw")
 

@@ -20,7 +20,9 @@ def test_qim3d_tiffs(shared_data, name, shape):
 
     vol = open_volume(shared_data / "qim3d" / name)
     assert vol.shape == shape and vol.dtype == np.uint8
-    np.testing.assert_array_equal(vol[10:12].values, tifffile.imread(shared_data / "qim3d" / name)[10:12])
+    np.testing.assert_array_equal(
+        vol[10:12].values, tifffile.imread(shared_data / "qim3d" / name)[10:12]
+    )
 
 
 def test_sand_raw_with_an_info_file(shared_data, tmp_path):

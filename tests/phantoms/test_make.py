@@ -77,8 +77,10 @@ def test_documented_class_fractions(kind, ranges, seed):
         inside = np.hypot(yy - (shape[1] - 1) / 2, xx - (shape[2] - 1) / 2) <= geometry.r_sample
         inside = np.broadcast_to(inside, labels.shape)
         n = inside.sum()
-        fractions = {"fibre": ((labels == 2) & inside).sum() / n,
-                     "pore": ((labels == 0) & inside).sum() / n}
+        fractions = {
+            "fibre": ((labels == 2) & inside).sum() / n,
+            "pore": ((labels == 0) & inside).sum() / n,
+        }
     else:
         n = (labels > 0).sum()
         fractions = {name: (labels == i).sum() / n for i, name in enumerate(names) if i > 0}

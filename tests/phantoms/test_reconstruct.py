@@ -20,7 +20,7 @@ def _square_projections(center_offset=0.0):
 
 
 def test_recovers_a_simple_object():
-    image, theta, proj = _square_projections()
+    _image, theta, proj = _square_projections()
     rec = reconstruct(proj, theta).values[0]
     assert np.abs(rec[22:38, 26:42] - 1).mean() < 0.05
 
@@ -33,12 +33,15 @@ def test_center_of_rotation_is_corrected():
 
 
 def test_flat_dark_correction_inverts_beer_lambert():
-    image, theta, proj = _square_projections()
+    _image, theta, proj = _square_projections()
     proj = proj * 0.05  # line integrals ≤ 1: counts stay well above the clip
     flat, dark = np.full((3, 1, 64), 1000.0), np.full((2, 1, 64), 10.0)
     counts = dark[0] + (flat[0] - dark[0]) * np.exp(-proj)
-    np.testing.assert_allclose(reconstruct(counts, theta, flats=flat, darks=dark).values,
-                               reconstruct(proj, theta).values, atol=1e-4)
+    np.testing.assert_allclose(
+        reconstruct(counts, theta, flats=flat, darks=dark).values,
+        reconstruct(proj, theta).values,
+        atol=1e-4,
+    )
 
 
 def test_dask_input_stays_lazy_and_equals_numpy(no_compute):
@@ -75,7 +78,9 @@ def test_tooth_reconstructs_at_full_and_quarter_angles(tooth):
     # the tooth is denser than the air around it
     yy, xx = np.mgrid[:640, :640]
     centre = np.hypot(yy - 320, xx - 320) < 100
-    assert np.median(hq[0][centre]) > np.median(hq[0][~centre & (np.hypot(yy - 320, xx - 320) < 300)])
+    assert np.median(hq[0][centre]) > np.median(
+        hq[0][~centre & (np.hypot(yy - 320, xx - 320) < 300)]
+    )
 
 
 def test_tooth_lq_is_worse_against_smoothed_hq(tooth):

@@ -107,9 +107,9 @@ def _hdf5_dataset(path: Path) -> str:
             return default
         candidates: list[str] = []
         f.visititems(
-            lambda name, obj: candidates.append(name)
-            if isinstance(obj, h5py.Dataset) and obj.ndim >= 3
-            else None
+            lambda name, obj: (
+                candidates.append(name) if isinstance(obj, h5py.Dataset) and obj.ndim >= 3 else None
+            )
         )
     if len(candidates) == 1:
         return candidates[0]

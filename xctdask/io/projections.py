@@ -15,8 +15,9 @@ __all__ = ["open_projections"]
 
 
 def _lazy(reader: Hdf5Reader) -> da.Array:
-    return da.from_array(reader, chunks=reader.shape, lock=False,
-                         meta=np.empty((0,) * reader.ndim, reader.dtype))
+    return da.from_array(
+        reader, chunks=reader.shape, lock=False, meta=np.empty((0,) * reader.ndim, reader.dtype)
+    )
 
 
 def open_projections(

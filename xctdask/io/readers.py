@@ -91,7 +91,9 @@ class VolumeReader(ABC):
 class RawReader(VolumeReader):
     """Headerless raw volume read through a memory map (x fastest, C order)."""
 
-    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, offset: int = 0):
+    def __init__(
+        self, path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, offset: int = 0
+    ):
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)

@@ -64,9 +64,7 @@ def _codec(compression: str | None, level: int, zarr_format: int) -> Any:
 
 
 def _is_zarr_store(path: Path) -> bool:
-    return path.is_dir() and any(
-        (path / n).exists() for n in ("zarr.json", ".zarray", ".zgroup")
-    )
+    return path.is_dir() and any((path / n).exists() for n in ("zarr.json", ".zarray", ".zgroup"))
 
 
 def _existing_chunks(array: Any) -> set[tuple[int, ...]]:
@@ -148,13 +146,23 @@ def _check_resumable(array: Any, data: da.Array, chunks: tuple[int, ...], path: 
         )
 
 
-def _open_or_create(parent: Any, name: str | None, path: Path, data: da.Array, chunks, codec,
-                    zarr_format: int, attrs: dict[str, Any], resume: bool) -> Any:
+def _open_or_create(
+    parent: Any,
+    name: str | None,
+    path: Path,
+    data: da.Array,
+    chunks,
+    codec,
+    zarr_format: int,
+    attrs: dict[str, Any],
+    resume: bool,
+) -> Any:
     import zarr
 
     if resume:
-        array = zarr.open_array(store=str(path), path=name or "", mode="r+",
-                                config={"write_empty_chunks": True})
+        array = zarr.open_array(
+            store=str(path), path=name or "", mode="r+", config={"write_empty_chunks": True}
+        )
         _check_resumable(array, data, chunks, path)
         return array
     kwargs: dict[str, Any] = dict(
@@ -262,8 +270,9 @@ def save_volume(
     chunks = tuple(int(min(c, s)) for c, s in zip(chunks, array_in.shape, strict=True))
     array_in = array_in.rechunk(chunks)
     if is_cupy(array_in):
-        array_in = array_in.map_blocks(lambda b: b.get(), dtype=array_in.dtype,
-                                       meta=np.empty((0, 0, 0), array_in.dtype))
+        array_in = array_in.map_blocks(
+            lambda b: b.get(), dtype=array_in.dtype, meta=np.empty((0, 0, 0), array_in.dtype)
+        )
 
     voxel_size = tuple(source_attrs.get("voxel_size", (1.0, 1.0, 1.0)))
     unit = source_attrs.get("unit", "voxel")
@@ -277,8 +286,9 @@ def save_volume(
     resume = _prepare_target(path, overwrite)
 
     if n_levels == 1:
-        array = _open_or_create(None, None, path, array_in, chunks, codec, zarr_format,
-                                _mark(attrs, False), resume)
+        array = _open_or_create(
+            None, None, path, array_in, chunks, codec, zarr_format, _mark(attrs, False), resume
+        )
         written, skipped = _write_array(array_in, array, progress, f"writing {path}")
         array.attrs.update(_mark(attrs, True))
         return SaveResult(path, written, skipped, 1)
@@ -288,8 +298,11 @@ def save_volume(
     else:
         group = zarr.create_group(store=str(path), zarr_format=zarr_format)
         ms = multiscales_metadata(n_levels, voxel_size, unit, path.stem, kind)
-        ngff = ({"ome": {"version": "0.5", "multiscales": [ms]}} if zarr_format == 3
-                else {"multiscales": [{"version": "0.4", **ms}]})
+        ngff = (
+            {"ome": {"version": "0.5", "multiscales": [ms]}}
+            if zarr_format == 3
+            else {"multiscales": [{"version": "0.4", **ms}]}
+        )
         group.attrs.update(_mark({**ngff, **attrs}, False))
     written = skipped = 0
     level_data = array_in
@@ -301,8 +314,9 @@ def save_volume(
         level_chunks = tuple(int(min(c, s)) for c, s in zip(chunks, level_data.shape, strict=True))
         level_data = level_data.rechunk(level_chunks)
         exists = resume and name in group
-        array = _open_or_create(group, name, path, level_data, level_chunks, codec,
-                                zarr_format, {}, exists)
+        array = _open_or_create(
+            group, name, path, level_data, level_chunks, codec, zarr_format, {}, exists
+        )
         w, s = _write_array(level_data, array, progress, f"writing {path} level {level}")
         written, skipped = written + w, skipped + s
     group.attrs.update(_mark(dict(group.attrs), True))

@@ -41,8 +41,9 @@ class BaselineScores:
     decision: np.ndarray | None = None  # ZeroOC: class per gray-level bin
 
 
-def joint_histogram(image: Any, truth: Any, n_classes: int, *, bins: int = 256,
-                    ignore_index: int | None = 255) -> np.ndarray:
+def joint_histogram(
+    image: Any, truth: Any, n_classes: int, *, bins: int = 256, ignore_index: int | None = 255
+) -> np.ndarray:
     """Counts ``H[c, b]`` of voxels of class ``c`` in gray-level bin ``b``; computes."""
     check_same_shape(image, truth, ("image", "truth"))
     image, truth = unwrap(image), unwrap(truth)
@@ -84,16 +85,19 @@ def joint_histogram(image: Any, truth: Any, n_classes: int, *, bins: int = 256,
         return block(np.asarray(image), np.asarray(truth))[0, 0, 0]
     per_block = da.map_blocks(
         lambda i, t: block(i, t).reshape((1,) * i.ndim + (n_classes, n_bins)),
-        image, truth, dtype=np.int64,
-        chunks=tuple((1,) * len(c) for c in image.chunks) + ((n_classes,), (n_bins,)),
+        image,
+        truth,
+        dtype=np.int64,
+        chunks=(*tuple((1,) * len(c) for c in image.chunks), (n_classes,), (n_bins,)),
         new_axis=[image.ndim, image.ndim + 1],
     )
     (hist,) = dask.compute(per_block.sum(axis=tuple(range(image.ndim))))
     return hist
 
 
-def zero_oc(image: Any, truth: Any, n_classes: int, *, bins: int = 256,
-            ignore_index: int | None = 255) -> BaselineScores:
+def zero_oc(
+    image: Any, truth: Any, n_classes: int, *, bins: int = 256, ignore_index: int | None = 255
+) -> BaselineScores:
     """ZeroOC: the majority class of each gray level; its per-class and mean IoU.
 
     Examples
@@ -115,8 +119,9 @@ def zero_oc(image: Any, truth: Any, n_classes: int, *, bins: int = 256,
     return BaselineScores(scores, float(np.nanmean(scores)), decision)
 
 
-def bin_zero_oc(image: Any, truth: Any, n_classes: int, *, bins: int = 256,
-                ignore_index: int | None = 255) -> BaselineScores:
+def bin_zero_oc(
+    image: Any, truth: Any, n_classes: int, *, bins: int = 256, ignore_index: int | None = 255
+) -> BaselineScores:
     """Bin-ZeroOC: per class, the gray-level set with the best one-vs-rest IoU.
 
     For class ``c`` with ``a_b`` voxels of ``c`` and ``o_b`` of other classes in bin
@@ -131,8 +136,9 @@ def bin_zero_oc(image: Any, truth: Any, n_classes: int, *, bins: int = 256,
     >>> bin_zero_oc(img, lab, 2, bins=3).iou
     array([0.75, 0.75])
     """
-    hist = joint_histogram(image, truth, n_classes, bins=bins,
-                           ignore_index=ignore_index).astype(float)
+    hist = joint_histogram(image, truth, n_classes, bins=bins, ignore_index=ignore_index).astype(
+        float
+    )
     scores = np.full(n_classes, np.nan)
     total = hist.sum(axis=0)
     for c in range(n_classes):

@@ -18,8 +18,9 @@ def _check_n(n: int, name: str) -> int:
     return int(n)
 
 
-def _block_counts(pred: np.ndarray, truth: np.ndarray, n_truth: int, n_pred: int,
-                  ignore_index: int | None) -> np.ndarray:
+def _block_counts(
+    pred: np.ndarray, truth: np.ndarray, n_truth: int, n_pred: int, ignore_index: int | None
+) -> np.ndarray:
     p = np.asarray(pred).ravel()
     t = np.asarray(truth).ravel()
     if ignore_index is not None:
@@ -30,7 +31,11 @@ def _block_counts(pred: np.ndarray, truth: np.ndarray, n_truth: int, n_pred: int
             bad = t[(t < 0) | (t >= n_truth)][0]
             raise ValueError(
                 f"truth holds label {bad}, outside 0..{n_truth - 1}"
-                + (f" (and not the ignore index {ignore_index})" if ignore_index is not None else "")
+                + (
+                    f" (and not the ignore index {ignore_index})"
+                    if ignore_index is not None
+                    else ""
+                )
             )
         if p.min() < 0 or p.max() >= n_pred:
             bad = p[(p < 0) | (p >= n_pred)][0]
@@ -82,7 +87,7 @@ def contingency(
         pred,
         truth,
         dtype=np.int64,
-        chunks=tuple((1,) * len(c) for c in pred.chunks) + ((n_truth,), (n_pred,)),
+        chunks=(*tuple((1,) * len(c) for c in pred.chunks), (n_truth,), (n_pred,)),
         new_axis=[ndim, ndim + 1],
         meta=np.empty((0,) * (ndim + 2), np.int64),
     )

@@ -108,7 +108,8 @@ def ssim(test: Any, reference: Any, *, data_range: float | None = None, win_size
     x = da.overlap.overlap(test, depth=depth, boundary="none")
     y = da.overlap.overlap(reference, depth=depth, boundary="none")
     c1, c2 = da.asarray(c1), da.asarray(c2)
-    smap = da.map_blocks(block, x, y, c1, c2, dtype=np.float64,
-                         meta=np.empty((0, 0, 0), np.float64))
+    smap = da.map_blocks(
+        block, x, y, c1, c2, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64)
+    )
     smap = da.overlap.trim_internal(smap, depth, boundary="none")
     return smap[crop].mean()

@@ -42,8 +42,9 @@ def iou(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255
     >>> iou(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2)
     array([0.5       , 0.66666667])
     """
-    tp, support, predicted = _parts(confusion_matrix(pred, truth, n_classes,
-                                                     ignore_index=ignore_index))
+    tp, support, predicted = _parts(
+        confusion_matrix(pred, truth, n_classes, ignore_index=ignore_index)
+    )
     return _ratio(tp, support + predicted - tp)
 
 
@@ -61,23 +62,25 @@ def mean_iou(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None 
 
 def dice(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255) -> Any:
     """Per-class Dice coefficient (F1 score), ``2·TP / (|truth| + |pred|)``."""
-    tp, support, predicted = _parts(confusion_matrix(pred, truth, n_classes,
-                                                     ignore_index=ignore_index))
+    tp, support, predicted = _parts(
+        confusion_matrix(pred, truth, n_classes, ignore_index=ignore_index)
+    )
     return _ratio(2 * tp, support + predicted)
 
 
-def pixel_accuracy(pred: Any, truth: Any, n_classes: int, *,
-                   ignore_index: int | None = 255) -> Any:
+def pixel_accuracy(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255) -> Any:
     """Fraction of labelled voxels whose predicted class is right."""
     cm = confusion_matrix(pred, truth, n_classes, ignore_index=ignore_index)
     return _ratio(np.trace(cm), cm.sum())
 
 
-def precision_recall_f1(pred: Any, truth: Any, n_classes: int, *,
-                        ignore_index: int | None = 255) -> tuple[Any, Any, Any]:
+def precision_recall_f1(
+    pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255
+) -> tuple[Any, Any, Any]:
     """Per-class precision, recall and F1, each of shape ``(n_classes,)``."""
-    tp, support, predicted = _parts(confusion_matrix(pred, truth, n_classes,
-                                                     ignore_index=ignore_index))
+    tp, support, predicted = _parts(
+        confusion_matrix(pred, truth, n_classes, ignore_index=ignore_index)
+    )
     return _ratio(tp, predicted), _ratio(tp, support), _ratio(2 * tp, support + predicted)
 
 
@@ -117,21 +120,34 @@ def classification_report(
     if len(names) != n_classes:
         raise ValueError(f"{len(names)} class names for {n_classes} classes")
     rows = {
-        name: {"precision": precision[i], "recall": recall[i], "f1": f1[i], "iou": jac[i],
-               "support": int(support[i])}
+        name: {
+            "precision": precision[i],
+            "recall": recall[i],
+            "f1": f1[i],
+            "iou": jac[i],
+            "support": int(support[i]),
+        }
         for i, name in enumerate(names)
     }
-    means = {k: float(np.nanmean([r[k] for r in rows.values()])) for k in
-             ("precision", "recall", "f1", "iou")}
-    report = {**rows, "mean": {**means, "support": int(support.sum())},
-              "accuracy": float(tp.sum() / max(cm.sum(), 1)), "mean_iou": means["iou"]}
+    means = {
+        k: float(np.nanmean([r[k] for r in rows.values()]))
+        for k in ("precision", "recall", "f1", "iou")
+    }
+    report = {
+        **rows,
+        "mean": {**means, "support": int(support.sum())},
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "mean_iou": means["iou"],
+    }
     if as_dict:
         return report
     width = max(12, *(len(n) + 1 for n in names))
     lines = [f"{'class':<{width}} precision   recall       f1      iou  support"]
     for name in [*names, "mean"]:
         r = report[name]
-        lines.append(f"{name:<{width}} {r['precision']:9.3f} {r['recall']:8.3f} "
-                     f"{r['f1']:8.3f} {r['iou']:8.3f} {r['support']:8d}")
+        lines.append(
+            f"{name:<{width}} {r['precision']:9.3f} {r['recall']:8.3f} "
+            f"{r['f1']:8.3f} {r['iou']:8.3f} {r['support']:8d}"
+        )
     lines.append(f"accuracy: {report['accuracy']:.3f}   mean IoU: {report['mean_iou']:.3f}")
     return "\n".join(lines)

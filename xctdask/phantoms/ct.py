@@ -102,8 +102,9 @@ def simulate_slab(
         gain_hq = 1 + settings.hq_rings * (ring_hq[:side] + 0.3 * jitter[0])
         gain_lq = 1 + settings.lq_rings * (ring_lq[:side] + 0.3 * jitter[1])
         rec_hq = _scan(sinogram, theta_hq, settings.hq_photons, gain_hq, rng)
-        rec_lq = _scan(sinogram[:, :: settings.hq_factor], theta_lq, settings.lq_photons,
-                       gain_lq, rng)
+        rec_lq = _scan(
+            sinogram[:, :: settings.hq_factor], theta_lq, settings.lq_photons, gain_lq, rng
+        )
         hq[i] = rec_hq[crop] / scale
         lq[i] = rec_lq[crop] / scale
     return hq, lq
@@ -225,7 +226,9 @@ def reconstruct(
         slices = _reconstruct_rows(np.asarray(data), angles, flat, dark, shift, filter_name)
     coords = {d: np.arange(n, dtype=float) for d, n in zip("zyx", slices.shape, strict=True)}
     return xr.DataArray(
-        slices, dims=("z", "y", "x"), coords=coords,
+        slices,
+        dims=("z", "y", "x"),
+        coords=coords,
         attrs={"voxel_size": (1.0, 1.0, 1.0), "unit": "voxel", "n_angles": int(angles.size)},
         name="reconstruction",
     )

@@ -79,8 +79,9 @@ class FibreComposite(Geometry):
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         rho = r_sample * np.sqrt(rng.uniform(0, 1, n_fibres))
         phi = rng.uniform(0, 2 * np.pi, n_fibres)
-        centre = np.stack([rng.uniform(z_lo, z_hi, n_fibres), rho * np.sin(phi),
-                           rho * np.cos(phi)], axis=1)
+        centre = np.stack(
+            [rng.uniform(z_lo, z_hi, n_fibres), rho * np.sin(phi), rho * np.cos(phi)], axis=1
+        )
         radius = r_fibre * rng.uniform(0.9, 1.1, n_fibres)
         start = centre - direction * length[:, None] / 2
         self.fibres = np.column_stack([start, direction, length, radius]).astype(np.float64)
@@ -239,8 +240,9 @@ class Crystal(Geometry):
     def attenuation(self, labels: np.ndarray, z0: int, z1: int) -> np.ndarray:
         nz, ny, nx = self.shape
         z, y, x = _grid(z0, z1, ny, nx)
-        along = (self.drift_dir[0] * (z - (nz - 1) / 2) + self.drift_dir[1] * y
-                 + self.drift_dir[2] * x) / (np.hypot(*self.half))
+        along = (
+            self.drift_dir[0] * (z - (nz - 1) / 2) + self.drift_dir[1] * y + self.drift_dir[2] * x
+        ) / (np.hypot(*self.half))
         factor = 1.0 + self.drift * np.clip(along, -1, 1)
         return (np.asarray(self.mu, np.float32)[labels] * factor).astype(np.float32)
 

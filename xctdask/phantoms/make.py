@@ -15,12 +15,20 @@ __all__ = ["KINDS", "make"]
 KINDS = tuple(GEOMETRIES)
 
 
-def _block(geometry: Geometry, z0: int, z1: int, settings: ScanSettings, scale: float,
-           seed: int, rings: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _block(
+    geometry: Geometry,
+    z0: int,
+    z1: int,
+    settings: ScanSettings,
+    scale: float,
+    seed: int,
+    rings: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
     labels = geometry.labels(z0, z1)
     attenuation = geometry.attenuation(labels, z0, z1)
-    hq, lq = simulate_slab(attenuation, z0, settings=settings, scale=scale, seed=seed,
-                           ring_profile=rings)
+    hq, lq = simulate_slab(
+        attenuation, z0, settings=settings, scale=scale, seed=seed, ring_profile=rings
+    )
     return np.stack([labels.astype(np.float32), attenuation, hq, lq])
 
 

@@ -1,0 +1,48 @@
+import dask.array as da
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from xctdask import metrics
+
+RNG = np.random.default_rng(4)
+REF = RNG.random((14, 16, 15))
+TEST = REF + 0.2 * RNG.standard_normal(REF.shape)
+
+
+def test_psnr_equals_skimage():
+    expected = peak_signal_noise_ratio(REF, TEST, data_range=REF.max() - REF.min())
+    assert float(metrics.psnr(TEST, REF)) == pytest.approx(expected, rel=1e-12)
+    lazy = metrics.psnr(da.from_array(TEST, chunks=5), da.from_array(REF, chunks=7))
+    assert float(lazy.compute()) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("chunks", [(14, 16, 15), (5, 8, 7), (3, 4, 15), (7, 16, 5)])
+def test_ssim_equals_skimage_for_any_chunking(chunks):
+    expected = structural_similarity(TEST, REF, data_range=1.0)
+    value = metrics.ssim(
+        da.from_array(TEST, chunks=chunks), da.from_array(REF, chunks=chunks), data_range=1.0
+    )
+    assert float(value.compute()) == pytest.approx(expected, abs=1e-12)
+
+
+def test_ssim_default_range_and_numpy():
+    expected = structural_similarity(TEST, REF, data_range=REF.max() - REF.min())
+    assert float(metrics.ssim(TEST, REF)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_ssim_on_a_cluster(client):
+    expected = structural_similarity(TEST, REF, data_range=1.0)
+    value = metrics.ssim(
+        da.from_array(TEST, chunks=6), da.from_array(REF, chunks=6), data_range=1.0
+    )
+    assert client.compute(value).result() == pytest.approx(expected, abs=1e-12)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="does not match"):
+        metrics.psnr(TEST[1:], REF)
+    with pytest.raises(ValueError, match="win_size"):
+        metrics.ssim(TEST, REF, win_size=4)
+    with pytest.raises(ValueError, match="3-D"):
+        metrics.ssim(TEST[0], REF[0])

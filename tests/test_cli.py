@@ -1,0 +1,104 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from xctdask.cli import main
+from xctdask.io import open_volume, save_volume
+
+
+def _run(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "xctdask.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_info_prints_shape_dtype_range(tmp_path, capsys):
+    volume = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
+    save_volume(volume, tmp_path / "v.zarr", chunks=(2, 5, 6), progress=False)
+    assert main(["info", str(tmp_path / "v.zarr")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == [4, 5, 6] and info["dtype"] == "uint16"
+    assert info["chunks"] == [2, 5, 6] and (info["min"], info["max"]) == (0, 119)
+
+
+def test_convert_tiff_to_zarr_in_process(tmp_path, client, capsys):
+    volume = np.random.default_rng(0).integers(0, 255, (6, 8, 8)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "v.tif", volume)
+    out = tmp_path / "v.zarr"
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "v.tif"),
+                str(out),
+                "--chunks",
+                "2",
+                "8",
+                "8",
+                "--voxel-size",
+                "0.5",
+                "--unit",
+                "um",
+            ]
+        )
+        == 0
+    )
+    back = open_volume(out)
+    np.testing.assert_array_equal(back.values, volume)
+    assert back.attrs["voxel_size"] == (0.5, 0.5, 0.5)
+    assert "3 chunks written" in capsys.readouterr().out
+    # a second convert to the same output is refused, and the output is kept
+    assert main(["convert", str(tmp_path / "v.tif"), str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    np.testing.assert_array_equal(open_volume(out).values, volume)
+
+
+def test_unknown_format_is_a_clean_error(tmp_path, capsys):
+    (tmp_path / "x.abc").write_text("x")
+    assert main(["info", str(tmp_path / "x.abc")]) == 2
+    assert "unknown volume format" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_command_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = _run("demo", "--out", str(out), "--shape", "8", "64", "64", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "Dask dashboard" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["hq"]["psnr_db"] > report["lq"]["psnr_db"]
+    assert open_volume(out / "labels.zarr").shape == (8, 64, 64)
+    assert open_volume(out / "hq.zarr", level=1).shape == (4, 32, 32)
+    again = _run("demo", "--out", str(out), "--shape", "8", "64", "64", "--workers", "1")
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_phantom_command_against_a_scheduler_address(tmp_path, local_cluster):
+    out = tmp_path / "ph"
+    result = _run(
+        "phantom",
+        str(out),
+        "--kind",
+        "crystal",
+        "--shape",
+        "4",
+        "32",
+        "32",
+        "--scheduler",
+        local_cluster.scheduler_address,
+    )
+    assert result.returncode == 0, result.stderr
+    assert open_volume(out / "lq.zarr").shape == (4, 32, 32)
+
+
+def test_unreachable_scheduler_through_the_cli(tmp_path):
+    result = _run("phantom", str(tmp_path / "p"), "--scheduler", "tcp://127.0.0.1:1")
+    assert result.returncode == 2 and "cannot reach the Dask scheduler" in result.stderr
+    assert not (tmp_path / "p").exists()

@@ -1,0 +1,33 @@
+import pytest
+
+from xctdask import cluster
+
+
+def test_existing_client_is_used_as_it_is(client):
+    assert cluster.local() is client
+
+
+def test_local_starts_a_cpu_cluster_without_gpus():
+    if cluster.gpu_count():
+        pytest.skip("this machine has GPUs")
+    client = cluster.local(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+    try:
+        workers = client.scheduler_info()["workers"]
+        assert len(workers) == 1
+        assert client.submit(sum, [1, 2]).result() == 3
+    finally:
+        c = client.cluster
+        client.close()
+        c.close()
+
+
+def test_gpu_true_without_gpu_is_a_clear_error():
+    if cluster.gpu_count():
+        pytest.skip("this machine has GPUs")
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        cluster.local(gpu=True)
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    with pytest.raises(OSError, match="cannot reach the Dask scheduler"):
+        cluster.connect("tcp://127.0.0.1:1", timeout=2)
