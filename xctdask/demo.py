@@ -68,8 +68,9 @@ def run_demo(
     quality = {}
     for scan in ("hq", "lq"):
         p, s = dask.compute(metrics.psnr(ds[scan].data, truth), metrics.ssim(ds[scan].data, truth))
-        zoc = metrics.zero_oc(ds[scan].data, ds.labels.data, n)
-        bzoc = metrics.bin_zero_oc(ds[scan].data, ds.labels.data, n)
+        hist = metrics.joint_histogram(ds[scan].data, ds.labels.data, n)
+        zoc = metrics.zero_oc_from_histogram(hist)
+        bzoc = metrics.bin_zero_oc_from_histogram(hist)
         quality[scan] = {
             "psnr_db": round(float(p), 2),
             "ssim": round(float(s), 4),

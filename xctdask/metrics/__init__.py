@@ -8,7 +8,14 @@ Examples
 1.0
 """
 
-from xctdask.metrics.baselines import BaselineScores, bin_zero_oc, joint_histogram, zero_oc
+from xctdask.metrics.baselines import (
+    BaselineScores,
+    bin_zero_oc,
+    bin_zero_oc_from_histogram,
+    joint_histogram,
+    zero_oc,
+    zero_oc_from_histogram,
+)
 from xctdask.metrics.confusion import confusion_matrix, contingency
 from xctdask.metrics.image import psnr, ssim
 from xctdask.metrics.matching import apply_mapping, match_labels
@@ -25,6 +32,7 @@ __all__ = [
     "BaselineScores",
     "apply_mapping",
     "bin_zero_oc",
+    "bin_zero_oc_from_histogram",
     "classification_report",
     "confusion_matrix",
     "contingency",
@@ -38,4 +46,5 @@ __all__ = [
     "psnr",
     "ssim",
     "zero_oc",
+    "zero_oc_from_histogram",
 ]

@@ -29,7 +29,14 @@ import numpy as np
 
 from xctdask.backend import check_same_shape, is_dask, unwrap
 
-__all__ = ["BaselineScores", "bin_zero_oc", "joint_histogram", "zero_oc"]
+__all__ = [
+    "BaselineScores",
+    "bin_zero_oc",
+    "bin_zero_oc_from_histogram",
+    "joint_histogram",
+    "zero_oc",
+    "zero_oc_from_histogram",
+]
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,8 @@ def zero_oc(
 ) -> BaselineScores:
     """ZeroOC: the majority class of each gray level; its per-class and mean IoU.
 
+    Computes the joint histogram (one pass over the data).
+
     Examples
     --------
     >>> import numpy as np
@@ -108,6 +117,12 @@ def zero_oc(
     array([0, 0, 1])
     """
     hist = joint_histogram(image, truth, n_classes, bins=bins, ignore_index=ignore_index)
+    return zero_oc_from_histogram(hist)
+
+
+def zero_oc_from_histogram(hist: np.ndarray) -> BaselineScores:
+    """ZeroOC scores from a ``(n_classes, n_bins)`` joint histogram."""
+    n_classes = hist.shape[0]
     decision = hist.argmax(axis=0)
     predicted = np.zeros((n_classes, n_classes), np.int64)  # [truth, predicted]
     for c in range(n_classes):
@@ -127,7 +142,7 @@ def bin_zero_oc(
     For class ``c`` with ``a_b`` voxels of ``c`` and ``o_b`` of other classes in bin
     ``b``, choosing a set ``S`` of bins gives ``IoU = Σ_S a / (A + Σ_S o)``. The best
     set is a prefix of the bins sorted by ``a_b / o_b`` (a fractional programme), so
-    the optimum is exact and cheap.
+    the optimum is exact and cheap. Computes the joint histogram (one pass).
 
     Examples
     --------
@@ -136,9 +151,14 @@ def bin_zero_oc(
     >>> bin_zero_oc(img, lab, 2, bins=3).iou
     array([0.75, 0.75])
     """
-    hist = joint_histogram(image, truth, n_classes, bins=bins, ignore_index=ignore_index).astype(
-        float
-    )
+    hist = joint_histogram(image, truth, n_classes, bins=bins, ignore_index=ignore_index)
+    return bin_zero_oc_from_histogram(hist)
+
+
+def bin_zero_oc_from_histogram(hist: np.ndarray) -> BaselineScores:
+    """Bin-ZeroOC scores from a ``(n_classes, n_bins)`` joint histogram."""
+    hist = hist.astype(float)
+    n_classes = hist.shape[0]
     scores = np.full(n_classes, np.nan)
     total = hist.sum(axis=0)
     for c in range(n_classes):
