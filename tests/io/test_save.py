@@ -111,3 +111,16 @@ def test_input_is_not_modified(tmp_path):
     source = SOURCE.copy()
     save_volume(source, tmp_path / "v.zarr", multiscale=2, progress=False)
     np.testing.assert_array_equal(source, SOURCE)
+
+
+def test_ome_zarr_output_opens_in_the_ome_zarr_reader(tmp_path):
+    """The reader napari's OME-Zarr plugin uses (skipped unless ome-zarr is installed)."""
+    pytest.importorskip("ome_zarr")
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    vol = open_volume(SOURCE, voxel_size=0.5, unit="micrometer")
+    save_volume(vol, tmp_path / "o.zarr", multiscale=2, progress=False)
+    node = next(iter(Reader(parse_url(str(tmp_path / "o.zarr")))()))
+    assert [tuple(a.shape) for a in node.data] == [(8, 12, 10), (4, 6, 5)]
+    assert node.metadata["axes"][0]["unit"] == "micrometer"
