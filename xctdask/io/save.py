@@ -83,8 +83,6 @@ def _existing_chunks(array: Any) -> set[tuple[int, ...]]:
 
 
 def _write_chunk(block: Any, array: Any, region: tuple[slice, ...]) -> int:
-    if hasattr(block, "get") and not isinstance(block, np.ndarray):  # CuPy to host
-        block = block.get()
     array[region] = np.asarray(block)
     return 1
 

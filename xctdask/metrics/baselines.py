@@ -28,6 +28,7 @@ import dask.array as da
 import numpy as np
 
 from xctdask.backend import check_same_shape, is_dask, unwrap
+from xctdask.metrics.confusion import pair_counts
 
 __all__ = [
     "BaselineScores",
@@ -72,33 +73,17 @@ def joint_histogram(
             raise ValueError("image holds NaN or inf voxels")
     n_bins = (hi - lo + 1) if exact else bins
 
-    def block(img: np.ndarray, lab: np.ndarray) -> np.ndarray:
-        img, lab = np.asarray(img).ravel(), np.asarray(lab).ravel()
-        if ignore_index is not None:
-            keep = lab != ignore_index
-            img, lab = img[keep], lab[keep]
-        if lab.size and lab.max() >= n_classes:
-            raise ValueError(f"truth holds label {lab.max()} ≥ n_classes={n_classes}")
+    def to_bins(img: np.ndarray) -> np.ndarray:
         if exact:
-            b = img.astype(np.int64) - lo
-        else:
-            scale = n_bins / (hi - lo) if hi > lo else 0.0
-            b = np.clip(((img - lo) * scale).astype(np.int64), 0, n_bins - 1)
-        flat = lab.astype(np.int64) * n_bins + b
-        counts = np.bincount(flat, minlength=n_classes * n_bins).reshape(n_classes, n_bins)
-        return counts[None, None, None] if img.ndim else counts
+            return img.astype(np.int64) - lo
+        scale = n_bins / (hi - lo) if hi > lo else 0.0
+        return np.clip(((img - lo) * scale).astype(np.int64), 0, n_bins - 1)
 
-    if not lazy:
-        return block(np.asarray(image), np.asarray(truth))[0, 0, 0]
-    per_block = da.map_blocks(
-        lambda i, t: block(i, t).reshape((1,) * i.ndim + (n_classes, n_bins)),
-        image,
-        truth,
-        dtype=np.int64,
-        chunks=(*tuple((1,) * len(c) for c in image.chunks), (n_classes,), (n_bins,)),
-        new_axis=[image.ndim, image.ndim + 1],
-    )
-    (hist,) = dask.compute(per_block.sum(axis=tuple(range(image.ndim))))
+    if lazy:
+        binned = image.map_blocks(to_bins, dtype=np.int64)
+    else:
+        binned = to_bins(np.asarray(image))
+    (hist,) = dask.compute(pair_counts(binned, truth, n_classes, n_bins, ignore_index))
     return hist
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from xctdask.backend import check_same_shape, is_dask, unwrap
 
-__all__ = ["confusion_matrix", "contingency"]
+__all__ = ["confusion_matrix", "contingency", "pair_counts"]
 
 
 def _check_n(n: int, name: str) -> int:
@@ -53,23 +53,12 @@ def _check_labels(array: Any, name: str) -> Any:
     return array
 
 
-def contingency(
-    pred: Any,
-    truth: Any,
-    n_truth: int,
-    n_pred: int,
-    *,
-    ignore_index: int | None = 255,
-) -> Any:
-    """Counts of (truth class, predicted class) pairs: a ``(n_truth, n_pred)`` matrix.
+def pair_counts(pred: Any, truth: Any, n_truth: int, n_pred: int, ignore_index: int | None) -> Any:
+    """The unchecked counting behind :func:`contingency`: NumPy now, or lazy on Dask.
 
-    Voxels whose truth equals ``ignore_index`` (unlabelled) are not counted. Lazy on
-    Dask input: one count task per chunk and a tree sum; a label outside its range
-    raises ``ValueError`` when the result is computed.
+    One bincount task per chunk and a tree sum; no limit on ``n_pred`` (the
+    histogram baselines count hundreds of gray-level bins with it).
     """
-    check_same_shape(pred, truth)
-    pred, truth = _check_labels(pred, "prediction"), _check_labels(truth, "truth")
-    n_truth, n_pred = _check_n(n_truth, "n_truth"), _check_n(n_pred, "n_pred")
     if not (is_dask(pred) or is_dask(truth)):
         return _block_counts(pred, truth, n_truth, n_pred, ignore_index)
     chunks = (pred if is_dask(pred) else truth).chunks
@@ -92,6 +81,26 @@ def contingency(
         meta=np.empty((0,) * (ndim + 2), np.int64),
     )
     return per_block.sum(axis=tuple(range(ndim)), dtype=np.int64)
+
+
+def contingency(
+    pred: Any,
+    truth: Any,
+    n_truth: int,
+    n_pred: int,
+    *,
+    ignore_index: int | None = 255,
+) -> Any:
+    """Counts of (truth class, predicted class) pairs: a ``(n_truth, n_pred)`` matrix.
+
+    Voxels whose truth equals ``ignore_index`` (unlabelled) are not counted. Lazy on
+    Dask input: one count task per chunk and a tree sum; a label outside its range
+    raises ``ValueError`` when the result is computed.
+    """
+    check_same_shape(pred, truth)
+    pred, truth = _check_labels(pred, "prediction"), _check_labels(truth, "truth")
+    n_truth, n_pred = _check_n(n_truth, "n_truth"), _check_n(n_pred, "n_pred")
+    return pair_counts(pred, truth, n_truth, n_pred, ignore_index)
 
 
 def confusion_matrix(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255):
