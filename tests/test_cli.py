@@ -102,3 +102,44 @@ def test_unreachable_scheduler_through_the_cli(tmp_path):
     result = _run("phantom", str(tmp_path / "p"), "--scheduler", "tcp://127.0.0.1:1")
     assert result.returncode == 2 and "cannot reach the Dask scheduler" in result.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_pseudo_labels_command(tmp_path, client, capsys):
+    from xctdask import phantoms
+    from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
+
+    ds = phantoms.make("corrosion", (8, 64, 64), seed=2)
+    save_volume(ds.hq, tmp_path / "hq.zarr")
+    out, model = tmp_path / "labels.zarr", tmp_path / "model.json"
+    argv = [
+        "pseudo-labels",
+        str(tmp_path / "hq.zarr"),
+        str(out),
+        "--classes",
+        "3",
+        "--method",
+        "otsu",
+        "--mask",
+        "cylinder",
+        "--save-model",
+        str(model),
+        "--scheduler",
+        client.scheduler.address,
+    ]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == "otsu" and len(summary["thresholds"]) == 2
+    labels = open_volume(out).values
+    np.testing.assert_array_equal(labels, pseudo_labels(ds.hq.values, 3, "otsu", mask="cylinder"))
+    assert PseudoLabeler.load(model).n_classes_ == 3
+    before = labels.copy()
+    assert main(argv) == 2  # the output exists: refused, nothing touched
+    assert "exists" in capsys.readouterr().err
+    np.testing.assert_array_equal(open_volume(out).values, before)
+    assert (
+        main(
+            ["pseudo-labels", str(tmp_path / "hq.zarr"), str(tmp_path / "x.zarr"), "--classes", "1"]
+        )
+        == 2
+    )
+    assert "2..255" in capsys.readouterr().err

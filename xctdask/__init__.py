@@ -11,15 +11,19 @@ Examples
 
 __version__ = "0.1.0.dev0"
 
-from xctdask import cluster, io, metrics, phantoms
+from xctdask import cluster, io, metrics, phantoms, pseudolabels
 from xctdask.io import open_volume, save_volume
+from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
 
 __all__ = [
+    "PseudoLabeler",
     "__version__",
     "cluster",
     "io",
     "metrics",
     "open_volume",
     "phantoms",
+    "pseudo_labels",
+    "pseudolabels",
     "save_volume",
 ]

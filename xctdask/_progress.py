@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -32,7 +33,9 @@ def compute(*collections: Any, progress: bool = True, description: str = "") -> 
 
             if description:
                 print(description, file=sys.stderr)
-            show(futures, notebook=False)
+            # the text bar writes to stdout; keep stdout for results (JSON from the CLI)
+            with contextlib.redirect_stdout(sys.stderr):
+                show(futures, notebook=False)
         return tuple(client.gather(futures))
     if progress:
         from dask.diagnostics import ProgressBar

@@ -107,6 +107,52 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classes(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {value!r}") from None
+
+
+def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xctdask.io import open_volume, save_volume
+    from xctdask.pseudolabels import PseudoLabeler
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:  # fail before any work, touch nothing
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if args.save_model and Path(args.save_model).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.save_model} exists; pass --overwrite to replace it")
+    vol = open_volume(args.input, dataset=args.dataset)
+    labeler = PseudoLabeler(
+        args.classes,
+        args.method,
+        bins=args.bins,
+        mask=None if args.mask == "none" else args.mask,
+        features=tuple(args.features),
+        sigma=args.sigma,
+        progress=True,
+    )
+    with _cluster(args.scheduler, args.workers):
+        labeler.fit(vol)
+        result = save_volume(labeler.predict(vol), out, overwrite=args.overwrite, kind="labels")
+    if args.save_model:
+        labeler.save(args.save_model, overwrite=args.overwrite)
+    summary = labeler.summary()
+    summary.update(
+        output=str(out),
+        chunks_written=result.chunks_written,
+        nonfinite_voxels=labeler.n_nonfinite_,
+        voxels_outside_mask=labeler.n_excluded_,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xctdask.demo import run_demo
 
@@ -178,6 +224,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     cluster_options(p)
     p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser(
+        "pseudo-labels", help="stage 1: label a volume by clustering its voxel intensities"
+    )
+    p.add_argument("input")
+    p.add_argument("output", help="Zarr store for the uint8 labels (255 = unlabelled)")
+    p.add_argument("--classes", type=_classes, default=3, help="k, or 'auto' (default: 3)")
+    p.add_argument("--method", choices=("kmeans", "otsu", "gmm"), default="kmeans")
+    p.add_argument(
+        "--mask",
+        choices=("none", "cylinder"),
+        default="none",
+        help="'cylinder': leave out the constant region outside the field of view",
+    )
+    p.add_argument("--bins", type=int, help="histogram bins for float volumes (default 8192)")
+    p.add_argument(
+        "--features",
+        nargs="+",
+        choices=("intensity", "mean", "std"),
+        default=["intensity"],
+        help="voxel features (more than intensity: k-means on a voxel sample)",
+    )
+    p.add_argument("--sigma", type=float, default=1.0, help="scale of the mean/std features")
+    p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
+    p.add_argument("--save-model", metavar="JSON", help="also write the fitted labeler here")
+    p.add_argument("--overwrite", action="store_true")
+    cluster_options(p)
+    p.set_defaults(func=_cmd_pseudo_labels)
 
     p = sub.add_parser("demo", help="the main job on built-in defaults (phantom, local cluster)")
     p.add_argument("--out", default="xctdask-demo", help="output folder (default: %(default)s)")

@@ -1,0 +1,609 @@
+"""``PseudoLabeler`` and ``pseudo_labels``: stage 1 of the unsupervised pipeline.
+
+Two passes over the data whatever ``k`` is: a histogram reduction to fit, then a
+per-chunk relabel. See :mod:`xctdask.pseudolabels` for the methods.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from xctdask.backend import as_dask, is_dask, unwrap, validate_volume
+from xctdask.pseudolabels import features as feat
+from xctdask.pseudolabels.fit1d import (
+    decision_intervals,
+    gmm_1d,
+    kmeans_1d,
+    multiotsu_thresholds,
+)
+from xctdask.pseudolabels.fov import FieldOfView, cylinder_mask, find_field_of_view
+from xctdask.pseudolabels.histogram import Histogram, intensity_histogram
+from xctdask.pseudolabels.relabel import IntervalRule, has_lookup_table, relabel_block
+
+__all__ = ["METHODS", "PseudoLabeler", "pseudo_labels"]
+
+METHODS = ("kmeans", "otsu", "gmm")
+UNLABELLED = 255
+_FORMAT = "xctdask.PseudoLabeler"
+
+
+def _check_n_classes(n_classes: Any) -> int | str:
+    if isinstance(n_classes, str):
+        if n_classes != "auto":
+            raise ValueError(f"n_classes must be an integer in 2..255 or 'auto', got {n_classes!r}")
+        return n_classes
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+        raise TypeError(f"n_classes must be an integer in 2..255 or 'auto', got {n_classes!r}")
+    if not 2 <= n_classes <= 255:
+        raise ValueError(
+            f"n_classes must be in 2..255 (label 255 marks unlabelled voxels), got {n_classes}"
+        )
+    return int(n_classes)
+
+
+class PseudoLabeler:
+    """Cluster voxel intensities into classes numbered by increasing intensity.
+
+    Shaped like a scikit-learn estimator: parameters are set in the constructor,
+    :meth:`fit` learns attributes ending in ``_``, :meth:`predict` labels any volume
+    with them (so one fit labels every volume of a time series the same way).
+
+    Parameters
+    ----------
+    n_classes : int or "auto"
+        Number of classes, 2–255, or ``"auto"`` to choose it from the histogram by
+        ``auto_criterion``; the chosen method then runs with that ``k``.
+    method : {"kmeans", "otsu", "gmm"}
+        ``"kmeans"``: the exact 1-D k-means optimum (nearest-centroid thresholds);
+        ``"otsu"``: Multi-Otsu thresholds (same as scikit-image's on the same
+        histogram); ``"gmm"``: a weighted-EM Gaussian mixture, each voxel to its most
+        probable component.
+    bins : int, optional
+        Histogram resolution for float volumes (default 8192; 8/16-bit integer
+        volumes always get one bin per gray value).
+    mask : None, "cylinder" or array of bool
+        Voxels to fit on (True = use). ``"cylinder"`` finds the reconstruction's
+        field-of-view circle (:func:`~xctdask.pseudolabels.find_field_of_view`) and
+        leaves the constant outside out. An array has the volume's shape or its
+        (y, x) slice shape. Voxels outside the mask are labelled 255 (unlabelled).
+    features : str or tuple of str
+        ``"intensity"`` (default: the histogram method) or a tuple of ``"intensity"``,
+        ``"mean"``, ``"std"`` (Gaussian-window local mean and standard deviation at
+        scale ``sigma``). With more than intensity alone, k-means is fitted on
+        ``n_samples`` random voxels (standardised features) and applied per chunk.
+    sigma : float
+        Scale (voxels) of the local features.
+    max_classes : int
+        Largest ``k`` tried by ``n_classes="auto"``.
+    auto_criterion : {"halving", "bic"}
+        How ``"auto"`` chooses ``k`` (scores are kept in ``k_scores_``):
+
+        * ``"halving"`` (default): the largest ``k`` for which one more class still
+          at least halves the within-class sum of squares of the exact k-means
+          optimum, ``W(k) / W(k-1) < 0.5``. Splitting a Gaussian class gives ratios of
+          0.55–0.8, so well-separated phases stop the count; on the phantoms it finds
+          the number of distinct phase intensities.
+        * ``"bic"``: the lowest BIC (``-2 log L + (3k - 1) log N``) of a 1-D Gaussian
+          mixture. With millions of voxels whose phases are not exactly Gaussian
+          (partial-volume edges, artefacts) BIC keeps improving with ``k`` and tends to
+          choose ``max_classes``.
+    n_samples : int
+        Voxels sampled for a multi-feature fit.
+    seed : int
+        Seed of the feature sample and of scikit-learn's k-means.
+    progress : bool
+        Show a progress bar during the passes that compute.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> vol = np.concatenate([rng.normal(m, 0.05, (4, 8, 8)) for m in (0.1, 0.5, 0.9)])
+    >>> pl = PseudoLabeler(3).fit(vol)
+    >>> np.round(pl.centers_, 1).tolist()
+    [0.1, 0.5, 0.9]
+    >>> labels = pl.predict(vol)
+    >>> labels.dtype.name, labels[0, 0, 0].item(), labels[-1, 0, 0].item()
+    ('uint8', 0, 2)
+    """
+
+    def __init__(
+        self,
+        n_classes: int | Literal["auto"] = 3,
+        method: str = "kmeans",
+        *,
+        bins: int | None = None,
+        mask: Any = None,
+        features: str | tuple[str, ...] = "intensity",
+        sigma: float = 1.0,
+        max_classes: int = 8,
+        auto_criterion: str = "halving",
+        n_samples: int = 200_000,
+        seed: int = 0,
+        progress: bool = False,
+    ):
+        self.n_classes = n_classes
+        self.method = method
+        self.bins = bins
+        self.mask = mask
+        self.features = features
+        self.sigma = sigma
+        self.max_classes = max_classes
+        self.auto_criterion = auto_criterion
+        self.n_samples = n_samples
+        self.seed = seed
+        self.progress = progress
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> tuple[int | str, tuple[str, ...]]:
+        n = _check_n_classes(self.n_classes)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        features = feat.check_features(self.features)
+        if features != ("intensity",) and self.method != "kmeans":
+            raise ValueError(
+                f"multi-feature clustering uses k-means; got method={self.method!r} with "
+                f"features={features}"
+            )
+        if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
+            raise ValueError(f"sigma must be a positive number, got {self.sigma!r}")
+        if not (isinstance(self.max_classes, int) and 2 <= self.max_classes <= 255):
+            raise ValueError(f"max_classes must be an integer in 2..255, got {self.max_classes!r}")
+        if self.auto_criterion not in ("halving", "bic"):
+            raise ValueError(
+                f"auto_criterion must be 'halving' or 'bic', got {self.auto_criterion!r}"
+            )
+        return n, features
+
+    @staticmethod
+    def _check_volume(vol: Any) -> None:
+        validate_volume(vol)
+
+    def _resolve_mask(self, vol: Any, mask: Any, fov: FieldOfView | None = None) -> Any:
+        """A full-shape boolean mask (lazy for Dask volumes) or None.
+
+        ``"cylinder"`` uses ``fov`` when given, else finds the field of view (which
+        reads one slice) and records it in ``field_of_view_``.
+        """
+        data = unwrap(vol)
+        if mask is None:
+            return None
+        if isinstance(mask, str):
+            if mask != "cylinder":
+                raise ValueError(f"mask must be None, 'cylinder' or a boolean array, got {mask!r}")
+            if fov is None:
+                fov = find_field_of_view(data)
+                self.field_of_view_ = fov
+                self._fov_slice_shape = tuple(data.shape[1:])
+            elif tuple(data.shape[1:]) != self._fov_slice_shape:
+                raise ValueError(
+                    f"the field of view was found on slices of shape {self._fov_slice_shape}; "
+                    f"this volume's slices are {tuple(data.shape[1:])}: pass an explicit mask"
+                )
+            chunks = data.chunks if is_dask(data) else data.shape
+            lazy = cylinder_mask(data.shape, chunks, fov)
+            return lazy if is_dask(data) else lazy.compute(scheduler="sync")
+        m = unwrap(mask)
+        if not hasattr(m, "shape"):
+            m = np.asarray(m)
+        if np.dtype(m.dtype) != bool:
+            raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}")
+        if tuple(m.shape) == tuple(data.shape[1:]):
+            m = m[None]
+        if m.ndim != 3 or any(a not in (1, b) for a, b in zip(m.shape, data.shape, strict=True)):
+            raise ValueError(
+                f"mask shape {tuple(m.shape)} does not match the volume {tuple(data.shape)} "
+                f"(or its slices {tuple(data.shape[1:])})"
+            )
+        if is_dask(data):
+            return da.broadcast_to(da.asarray(m), data.shape).rechunk(data.chunks)
+        if is_dask(m):
+            m = m.compute()
+        return np.broadcast_to(m, data.shape)
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, vol: Any, y: Any = None) -> PseudoLabeler:
+        """Learn the classes from ``vol``: **computes** the histogram pass.
+
+        (A multi-feature fit computes the feature sample instead.) ``y`` is ignored;
+        it is there for scikit-learn compatibility.
+        """
+        n, features = self._check_params()
+        self._check_volume(vol)
+        data = unwrap(vol)
+        self.field_of_view_ = None
+        mask = self._resolve_mask(vol, self.mask)
+        self.dtype_ = str(np.dtype(data.dtype))
+        self.features_ = features
+        hist = intensity_histogram(data, bins=self.bins, mask=mask, progress=self.progress)
+        self.histogram_ = hist
+        self.n_nonfinite_ = hist.n_nonfinite
+        self.n_excluded_ = hist.n_excluded
+        nonempty = int(np.count_nonzero(hist.counts))
+        if nonempty == 1:
+            raise ValueError(
+                f"the volume is constant (every counted voxel equals {hist.vmin:g}); "
+                "there is nothing to cluster"
+            )
+        if n == "auto":
+            n = self._choose_k(hist, nonempty)
+        if nonempty < n:
+            raise ValueError(
+                f"the volume holds only {nonempty} distinct intensity bins inside the mask; "
+                f"cannot make {n} classes"
+            )
+        self.n_classes_ = n
+        if features == ("intensity",):
+            self._fit_histogram(hist, n)
+        else:
+            self._fit_features(data, mask, features, n)
+        return self
+
+    def _choose_k(self, hist: Histogram, nonempty: int) -> int:
+        ks = range(2, min(self.max_classes, nonempty) + 1)
+        c, w = hist.centers, hist.counts.astype(np.float64)
+        if self.auto_criterion == "bic":
+            self.k_scores_ = {k: gmm_1d(c, w, k).bic(hist.total) for k in ks}
+            return min(self.k_scores_, key=self.k_scores_.get)
+        mean = (c * w).sum() / w.sum()
+        previous = float((w * (c - mean) ** 2).sum())
+        self.k_scores_ = {}
+        for k in ks:
+            inertia = kmeans_1d(c, w, k)[2]
+            self.k_scores_[k] = inertia / previous if previous > 0 else 1.0
+            previous = inertia
+        halving = [k for k, ratio in self.k_scores_.items() if ratio < 0.5]
+        return max(halving, default=2)
+
+    def _fit_histogram(self, hist: Histogram, n: int) -> None:
+        centers, counts = hist.centers, hist.counts
+        self.thresholds_ = None
+        self.variances_ = self.weights_ = None
+        if self.method == "gmm":
+            model = gmm_1d(centers, counts, n)
+            self.centers_ = model.means
+            self.variances_ = model.variances
+            self.weights_ = model.weights
+            self.log_likelihood_ = model.log_likelihood
+            self.converged_ = model.converged
+            breakpoints, labels = decision_intervals(model)
+        else:
+            if self.method == "kmeans":
+                self.centers_, self.thresholds_, self.inertia_ = kmeans_1d(centers, counts, n)
+            else:
+                self.thresholds_ = multiotsu_thresholds(centers, counts, n)
+                self.centers_ = _interval_means(centers, counts, self.thresholds_)
+            breakpoints, labels = self.thresholds_, np.arange(n)
+        self.rule_ = IntervalRule(breakpoints, labels, UNLABELLED)
+
+    def _fit_features(self, data: Any, mask: Any, features: tuple[str, ...], n: int) -> None:
+        from sklearn.cluster import KMeans
+
+        depth = feat.halo(self.sigma)
+        vol = _with_halo_chunks(as_dask(data), depth)
+        if mask is not None:
+            mask = da.asarray(mask).rechunk(vol.chunks)
+        table = feat.sample_features(
+            vol, mask, features, float(self.sigma), self.n_samples, self.seed, self.progress
+        )
+        if table.shape[0] < n:
+            raise ValueError(f"only {table.shape[0]} voxels sampled; cannot make {n} classes")
+        self.n_sampled_ = int(table.shape[0])
+        self.feature_mean_ = table.mean(axis=0)
+        self.feature_scale_ = np.where(table.std(axis=0) > 0, table.std(axis=0), 1.0)
+        z = (table - self.feature_mean_) / self.feature_scale_
+        km = KMeans(n, n_init=10, random_state=self.seed).fit(z)
+        centers = km.cluster_centers_ * self.feature_scale_ + self.feature_mean_
+        order = np.lexsort(centers.T[::-1])  # by the first feature (intensity first)
+        self.cluster_centers_ = km.cluster_centers_[order]
+        self.centers_ = centers[order, 0]
+        self.inertia_ = float(km.inertia_)
+        self.rule_ = None
+        self.thresholds_ = None
+
+    # ----------------------------------------------------------------- predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_classes_"):
+            raise RuntimeError("this PseudoLabeler is not fitted yet; call fit first")
+
+    def predict(self, vol: Any, *, mask: Any = "fit") -> Any:
+        """Label ``vol`` with the fitted classes: lazy for Dask input.
+
+        Parameters
+        ----------
+        vol : array-like
+            NumPy, CuPy, Dask or DataArray; the result has the same type, shape and
+            chunks, dtype uint8, classes ``0..n_classes_-1`` and 255 for non-finite
+            voxels and voxels outside the mask.
+        mask : "fit", None, "cylinder" or array of bool
+            ``"fit"`` (default) reuses the fit's mask: the same field of view for
+            ``"cylinder"``, the same array when shapes match.
+        """
+        self._check_fitted()
+        self._check_volume(vol)
+        data = unwrap(vol)
+        if isinstance(mask, str) and mask == "fit":
+            mask = self.mask
+        mask = self._resolve_mask(vol, mask, getattr(self, "field_of_view_", None))
+        lazy = is_dask(data)
+        d = as_dask(data, chunks=-1 if not lazy else "auto")
+        m = None if mask is None else (mask if is_dask(mask) else da.from_array(mask, chunks=-1))
+        labels = self._predict_dask(d, m)
+        if not lazy:
+            labels = labels.compute(scheduler="sync")
+        if isinstance(vol, xr.DataArray):
+            attrs = dict(vol.attrs)
+            attrs["long_name"] = "pseudo labels"
+            attrs["xctdask"] = {"pseudo_labels": self.summary()}
+            return xr.DataArray(
+                labels, dims=vol.dims, coords=vol.coords, attrs=attrs, name="pseudo_labels"
+            )
+        return labels
+
+    def _predict_dask(self, d: da.Array, m: da.Array | None) -> da.Array:
+        meta = _meta_like(d, np.uint8)
+        if self.rule_ is not None:
+            dtype = np.dtype(d.dtype)
+            lut = self.rule_.lookup_table(dtype) if has_lookup_table(dtype) else None
+            args = (d,) if m is None else (d, m)
+
+            def block(x, mask=None):
+                return relabel_block(x, mask, self.rule_, lut)
+
+            return da.map_blocks(block, *args, dtype=np.uint8, meta=meta)
+        depth = feat.halo(self.sigma)
+        src = _with_halo_chunks(d, depth)
+        labels = da.map_overlap(
+            _feature_labels_block,
+            src,
+            depth=depth,
+            boundary="reflect",
+            trim=True,
+            dtype=np.uint8,
+            meta=meta,
+            features=self.features_,
+            sigma=float(self.sigma),
+            mean=self.feature_mean_,
+            scale=self.feature_scale_,
+            centers=self.cluster_centers_,
+        ).rechunk(d.chunks)
+        invalid = ~da.isfinite(d) if np.dtype(d.dtype).kind == "f" else None
+        if m is not None:
+            invalid = ~m if invalid is None else invalid | ~m
+        if invalid is not None:
+            labels = da.where(invalid, np.uint8(UNLABELLED), labels)
+        return labels
+
+    def fit_predict(self, vol: Any, y: Any = None) -> Any:
+        """``fit(vol).predict(vol)``."""
+        return self.fit(vol).predict(vol)
+
+    # ------------------------------------------------------------- reporting
+    def summary(self) -> dict[str, Any]:
+        """Fitted parameters as plain Python (what ``save`` writes, minus the histogram)."""
+        self._check_fitted()
+        out: dict[str, Any] = {
+            "method": self.method,
+            "n_classes": int(self.n_classes_),
+            "features": list(self.features_),
+            "centers": _tolist(self.centers_),
+        }
+        if self.rule_ is not None:
+            out["breakpoints"] = _tolist(self.rule_.breakpoints)
+            out["interval_labels"] = _tolist(self.rule_.labels)
+        if self.thresholds_ is not None:
+            out["thresholds"] = _tolist(self.thresholds_)
+        return out
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters (scikit-learn convention)."""
+        names = (
+            "n_classes",
+            "method",
+            "bins",
+            "mask",
+            "features",
+            "sigma",
+            "max_classes",
+            "auto_criterion",
+            "n_samples",
+            "seed",
+            "progress",
+        )
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        return f"PseudoLabeler(n_classes={self.n_classes!r}, method={self.method!r})"
+
+    # ------------------------------------------------------------- save / load
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write parameters and fitted state to a JSON file.
+
+        An array mask is not stored (a loaded labeler needs ``mask=`` at predict);
+        ``"cylinder"`` is stored with its fitted field of view.
+        """
+        self._check_fitted()
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        from xctdask import __version__
+
+        params = self.get_params()
+        if params["mask"] is not None and not isinstance(params["mask"], str):
+            warnings.warn(
+                "the array mask is not saved; pass mask= to predict after load",
+                UserWarning,
+                stacklevel=2,
+            )
+            params["mask"] = None
+        params["features"] = list(feat.check_features(params["features"]))
+        state: dict[str, Any] = {
+            "n_classes_": int(self.n_classes_),
+            "dtype_": self.dtype_,
+            "features_": list(self.features_),
+            "centers_": _tolist(self.centers_),
+            "histogram_": self.histogram_.to_dict(),
+            "n_nonfinite_": self.n_nonfinite_,
+            "n_excluded_": self.n_excluded_,
+        }
+        for name in (
+            "thresholds_",
+            "variances_",
+            "weights_",
+            "inertia_",
+            "k_scores_",
+            "feature_mean_",
+            "feature_scale_",
+            "cluster_centers_",
+            "log_likelihood_",
+            "converged_",
+            "n_sampled_",
+        ):
+            value = getattr(self, name, None)
+            if value is not None:
+                if name == "k_scores_":
+                    value = {str(k): v for k, v in value.items()}
+                state[name] = _tolist(value)
+        if self.rule_ is not None:
+            state["rule_"] = {
+                "breakpoints": _tolist(self.rule_.breakpoints),
+                "labels": _tolist(self.rule_.labels),
+            }
+        if getattr(self, "field_of_view_", None) is not None:
+            state["field_of_view_"] = self.field_of_view_.to_dict()
+            state["fov_slice_shape"] = list(self._fov_slice_shape)
+        doc = {"format": _FORMAT, "version": __version__, "params": params, "state": state}
+        path.write_text(json.dumps(doc, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PseudoLabeler:
+        """Read a labeler written by :meth:`save`."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read a PseudoLabeler from {path}: {err}") from err
+        if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a saved PseudoLabeler")
+        params = doc["params"]
+        params["features"] = tuple(params["features"])
+        self = cls(**params)
+        state = doc["state"]
+        self.n_classes_ = int(state["n_classes_"])
+        self.dtype_ = state["dtype_"]
+        self.features_ = tuple(state["features_"])
+        self.centers_ = np.asarray(state["centers_"])
+        self.histogram_ = Histogram.from_dict(state["histogram_"])
+        self.n_nonfinite_ = state["n_nonfinite_"]
+        self.n_excluded_ = state["n_excluded_"]
+        self.thresholds_ = None
+        for name in (
+            "thresholds_",
+            "variances_",
+            "weights_",
+            "feature_mean_",
+            "feature_scale_",
+            "cluster_centers_",
+        ):
+            if name in state:
+                setattr(self, name, np.asarray(state[name]))
+        for name in ("inertia_", "log_likelihood_", "converged_", "n_sampled_"):
+            if name in state:
+                setattr(self, name, state[name])
+        if "k_scores_" in state:
+            self.k_scores_ = {int(k): v for k, v in state["k_scores_"].items()}
+        rule = state.get("rule_")
+        self.rule_ = (
+            None if rule is None else IntervalRule(rule["breakpoints"], rule["labels"], UNLABELLED)
+        )
+        if "field_of_view_" in state:
+            self.field_of_view_ = FieldOfView(**state["field_of_view_"])
+            self._fov_slice_shape = tuple(state["fov_slice_shape"])
+        return self
+
+
+def _tolist(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+def _interval_means(centers: np.ndarray, counts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    index = np.searchsorted(thresholds, centers, side="left")
+    weight = np.bincount(index, weights=counts, minlength=thresholds.size + 1)
+    total = np.bincount(index, weights=counts * centers, minlength=thresholds.size + 1)
+    return total / np.maximum(weight, 1)
+
+
+def _meta_like(d: da.Array, dtype: Any) -> Any:
+    meta = d._meta
+    xp = type(meta).__module__.split(".")[0]
+    if xp == "cupy":
+        import cupy
+
+        return cupy.empty((0,) * d.ndim, dtype=dtype)
+    return np.empty((0,) * d.ndim, dtype=dtype)
+
+
+def _with_halo_chunks(d: da.Array, depth: int) -> da.Array:
+    """Rechunk only if some chunk is thinner than the halo (``map_overlap`` needs that)."""
+    if all(min(c) >= depth for c in d.chunks if len(c) > 1) and all(
+        c[0] >= depth or len(c) == 1 for c in d.chunks
+    ):
+        return d
+    return d.rechunk(tuple(max(depth, max(c)) for c in d.chunks))
+
+
+def _feature_labels_block(block, features, sigma, mean, scale, centers):
+    stack = feat.compute_features(np.asarray(block), features, sigma)
+    z = (stack.reshape(len(features), -1).T - mean) / scale
+    d2 = ((z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+    return d2.argmin(axis=1).astype(np.uint8).reshape(block.shape)
+
+
+def pseudo_labels(
+    vol: Any,
+    n_classes: int | Literal["auto"] = 3,
+    method: str = "kmeans",
+    *,
+    bins: int | None = None,
+    mask: Any = None,
+    features: str | tuple[str, ...] = "intensity",
+    sigma: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> Any:
+    """Pseudo labels by clustering voxel intensities: ``PseudoLabeler(...).fit_predict(vol)``.
+
+    **Computes** the histogram pass (the fit); the labels themselves are lazy for
+    Dask input (uint8, same chunks as ``vol``; 255 marks non-finite voxels and voxels
+    outside ``mask``). See :class:`PseudoLabeler` for the parameters.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> vol = da.from_array(rng.normal(0, 1, (8, 16, 16)) + 4 * (np.arange(16) > 7))
+    >>> labels = pseudo_labels(vol, 2, method="otsu")
+    >>> type(labels).__name__, labels.dtype.name
+    ('Array', 'uint8')
+    >>> float(labels[:, :, 8:].mean().compute()) > 0.9
+    True
+    """
+    labeler = PseudoLabeler(
+        n_classes,
+        method,
+        bins=bins,
+        mask=mask,
+        features=features,
+        sigma=sigma,
+        seed=seed,
+        progress=progress,
+    )
+    return labeler.fit_predict(vol)
