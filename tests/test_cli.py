@@ -74,6 +74,9 @@ def test_demo_command_end_to_end(tmp_path):
     assert "Dask dashboard" in result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["hq"]["psnr_db"] > report["lq"]["psnr_db"]
+    # stage 1 on the HQ scan is close to its intensity-only ceiling
+    assert report["hq"]["pseudo_labels_miou"] > 0.8
+    assert open_volume(out / "pseudo_labels_lq.zarr").dtype == np.uint8
     assert open_volume(out / "labels.zarr").shape == (8, 64, 64)
     assert open_volume(out / "hq.zarr", level=1).shape == (4, 32, 32)
     again = _run("demo", "--out", str(out), "--shape", "8", "64", "64", "--workers", "1")

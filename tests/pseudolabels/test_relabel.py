@@ -55,3 +55,12 @@ def test_rule_validation():
         IntervalRule([1.0], [0])
     with pytest.raises(ValueError, match="increase"):
         IntervalRule([2.0, 1.0], [0, 1, 2])
+
+
+def test_a_class_owning_two_intervals_and_chunks_inside_one_interval():
+    rule = IntervalRule([-6.0, -2.5, 0.5, 1.5], [2, 1, 0, 1, 2])
+    rng = np.random.default_rng(3)
+    for lo, hi in [(-10, 10), (0.6, 1.4), (-9, -7), (2, 3), (-3, 0)]:
+        x = rng.uniform(lo, hi, (3, 50, 70)).astype(np.float32)
+        want = rule.labels[np.searchsorted(rule.breakpoints, x.astype(np.float64), side="left")]
+        np.testing.assert_array_equal(rule.apply(x), want)

@@ -222,9 +222,19 @@ class GaussianMixture1D:
         return -2.0 * self.log_likelihood + p * np.log(n)
 
 
-def _logsumexp(a: np.ndarray) -> np.ndarray:
-    top = a.max(axis=1, keepdims=True)
-    return (top + np.log(np.exp(a - top).sum(axis=1, keepdims=True)))[:, 0]
+def _em_step(x, w, mean, var, pi, min_variance):
+    """One EM iteration on weighted points; arrays are (component, bin) for speed."""
+    joint = (np.log(pi) - 0.5 * np.log(2 * np.pi * var))[:, None] - 0.5 * (
+        x[None, :] - mean[:, None]
+    ) ** 2 / var[:, None]
+    top = joint.max(axis=0)
+    norm = top + np.log(np.exp(joint - top).sum(axis=0))
+    log_likelihood = float(w @ norm)
+    resp = np.exp(joint - norm) * w
+    nk = resp.sum(axis=1) + 1e-300
+    mean = resp @ x / nk
+    var = np.maximum((resp * (x[None, :] - mean[:, None]) ** 2).sum(axis=1) / nk, min_variance)
+    return mean, var, nk / w.sum(), log_likelihood
 
 
 def gmm_1d(
@@ -253,31 +263,21 @@ def gmm_1d(
         min_variance = max(width * width / 12.0, 1e-12 * float(np.var(x)) or 1e-300)
     n, mean, var = _class_moments(x, w, optimal_partition(x, w, k))
     pi, var = n / total, np.maximum(var, min_variance)
-    model = GaussianMixture1D(mean, var, pi, -np.inf, 0, False)
-    previous = -np.inf
-    for it in range(1, max_iter + 1):
-        joint = model.log_joint(x)
-        norm = _logsumexp(joint)
-        ll = float((w * norm).sum())
-        resp = np.exp(joint - norm[:, None]) * w[:, None]
-        nk = resp.sum(axis=0) + 1e-300
-        mean = (resp * x[:, None]).sum(axis=0) / nk
-        var = np.maximum((resp * (x[:, None] - mean) ** 2).sum(axis=0) / nk, min_variance)
-        model = GaussianMixture1D(mean, var, nk / total, ll, it, False)
+    previous, n_iter = -np.inf, 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
+        mean, var, pi, ll = _em_step(x, w, mean, var, pi, min_variance)
         if ll - previous < tol * total:
             break
         previous = ll
-    joint = model.log_joint(x)
-    ll = float((w * _logsumexp(joint)).sum())
-    order = np.argsort(model.means, kind="stable")
-    return GaussianMixture1D(
-        model.means[order],
-        model.variances[order],
-        model.weights[order],
-        ll,
-        model.n_iter,
-        model.n_iter < max_iter,
-    )
+    model = GaussianMixture1D(mean, var, pi, -np.inf, n_iter, n_iter < max_iter)
+    ll = float(w @ _logsumexp(model.log_joint(x)))
+    order = np.argsort(mean, kind="stable")
+    return GaussianMixture1D(mean[order], var[order], pi[order], ll, n_iter, n_iter < max_iter)
+
+
+def _logsumexp(a: np.ndarray) -> np.ndarray:
+    top = a.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(a - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
 def decision_intervals(model: GaussianMixture1D) -> tuple[np.ndarray, np.ndarray]:

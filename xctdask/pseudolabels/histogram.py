@@ -223,15 +223,21 @@ def _block_part(
         x = x.view(xp.uint8)
     n_nonfinite = 0
     keep = None if mask is None else xp.asarray(mask, dtype=bool)
-    if x.dtype.kind == "f" and not bool(xp.isfinite(x.min()) & xp.isfinite(x.max())):
-        finite = xp.isfinite(x)
-        n_nonfinite = size - int(finite.sum())
-        keep = finite if keep is None else finite & keep
+    vmin = vmax = None
+    if x.dtype.kind == "f":
+        lo, hi = x.min(), x.max()
+        if not bool(xp.isfinite(lo) & xp.isfinite(hi)):
+            finite = xp.isfinite(x)
+            n_nonfinite = size - int(finite.sum())
+            keep = finite if keep is None else finite & keep
+        elif keep is None:
+            vmin, vmax = float(lo), float(hi)
     values = x.ravel() if keep is None else x[keep]
     n_excluded = size - n_nonfinite - int(values.size)
     if values.size == 0:
         return _empty_part(e_min, n_nonfinite, n_excluded, 0, math.inf, -math.inf)
-    vmin, vmax = float(values.min()), float(values.max())
+    if vmin is None:
+        vmin, vmax = float(values.min()), float(values.max())
     n_clipped = 0
     if clip is not None:
         lo, hi, e = clip

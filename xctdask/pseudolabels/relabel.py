@@ -75,6 +75,33 @@ def _range(dtype: np.dtype) -> tuple[float, float]:
     return low, float(info.max) if dtype.kind != "f" else np.inf
 
 
+_SLAB = 1 << 16  # voxels per comparison step: temporaries stay in cache
+
+
+def _compare_cpu(x: np.ndarray, base: int, compare: list) -> np.ndarray:
+    """``base`` plus the step of every breakpoint below each voxel, slab by slab.
+
+    Uint8 arithmetic wraps, so a negative label step (a class owning two intervals)
+    is a step of ``256 - |step|``.
+    """
+    out = np.empty(x.shape, np.uint8)
+    flat_x, flat_out = np.ascontiguousarray(x).reshape(-1), out.reshape(-1)
+    above = np.empty(min(_SLAB, flat_x.size), bool)
+    scaled = np.empty(above.size, np.uint8)
+    for start in range(0, flat_x.size, _SLAB):
+        xs, os = flat_x[start : start + _SLAB], flat_out[start : start + _SLAB]
+        a, s = above[: xs.size], scaled[: xs.size]
+        os.fill(base)
+        for rounded, step in compare:
+            np.greater(xs, rounded, out=a)
+            if step == 1:
+                np.add(os, a, out=os)
+            else:
+                np.multiply(a, step, out=s)
+                np.add(os, s, out=os)
+    return out
+
+
 def relabel_block(x: Any, mask: Any, rule: IntervalRule, lut: Any = None) -> Any:
     """Label one chunk; non-finite voxels and voxels where ``mask`` is False get the
     rule's ``fill_value``."""
@@ -89,16 +116,32 @@ def relabel_block(x: Any, mask: Any, rule: IntervalRule, lut: Any = None) -> Any
         unsigned = np.dtype(f"u{dtype.itemsize}")
         out = lut[x.view(unsigned)]
     else:
-        out = xp.zeros(x.shape, np.uint8)
+        lo, hi = x.min(), x.max()
+        finite = bool(xp.isfinite(lo) & xp.isfinite(hi))
+        # a breakpoint below the chunk's minimum adds its step everywhere, one at or
+        # above its maximum nowhere: only the ones in between need a comparison
+        base, compare = int(rule.labels[0]), []
+        steps = (np.diff(rule.labels.astype(np.int64)) % 256).astype(np.uint8)
         low, high = _range(dtype)
-        for t, rounded in zip(rule.breakpoints, rule.thresholds_for(dtype), strict=True):
-            if t < low:  # every value of this dtype lies above it
-                out += np.uint8(1)
-            elif t < high:
-                out += x > rounded
-        if not rule.identity:
-            out = xp.asarray(rule.labels)[out]
-        if dtype.kind == "f" and not bool(xp.isfinite(x.min()) & xp.isfinite(x.max())):
+        if finite:
+            low, high = max(low, float(lo)), min(high, float(hi))
+        for t, rounded, step in zip(
+            rule.breakpoints, rule.thresholds_for(dtype), steps, strict=True
+        ):
+            if step == 0 or t >= high:
+                continue
+            if t < low:
+                base = (base + int(step)) % 256
+            else:
+                compare.append((rounded, np.uint8(step)))
+        if xp is np:
+            out = _compare_cpu(x, base, compare)
+        else:
+            out = xp.full(x.shape, base, np.uint8)
+            for rounded, step in compare:
+                above = x > rounded
+                out += above if step == 1 else above.view(np.uint8) * step
+        if dtype.kind == "f" and not finite:
             out[~xp.isfinite(x)] = rule.fill_value
     if mask is not None:
         out = xp.where(mask, out, xp.uint8(rule.fill_value))
