@@ -5,7 +5,7 @@ the method, and how much faster is it than the usual tools? Goals: ≥ 20× scik
 ``KMeans``'s voxels/s, and xctdask's total time (histogram pass + fit + relabel pass)
 ≤ 2.5× one bare read pass (``vol.sum()``) of the same store.
 
-Set-up: a float32 CT-like volume (default 256×512×512 = 268 MB; fibre-composite phantom
+Set-up: a float32 CT-like volume (default 512×512×512 = 537 MB; fibre-composite phantom
 geometry, one attenuation per phase, Gaussian noise so phases overlap, zero outside the
 field-of-view circle as in parallel-beam reconstructions) is written to a Zarr store on
 local disk (Blosc zstd, chunks 64×256×256) and read back through ``open_volume`` on a
@@ -28,7 +28,7 @@ Timed, all in one run, best of ``--repeats``:
 
 mIoU against the phantom's exact labels is reported for each method (untimed).
 
-Run:  python benchmarks/pseudolabels.py                      (256×512×512, 2 workers)
+Run:  python benchmarks/pseudolabels.py                      (512×512×512, 2 workers)
       python benchmarks/pseudolabels.py --shape 64 256 256 --repeats 1   (quick)
 Results: benchmarks/results/pseudolabels.json
 """
@@ -91,7 +91,7 @@ def miou(pred: np.ndarray | da.Array, truth: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=(256, 512, 512))
+    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 512))
     parser.add_argument("--chunks", type=int, nargs=3, default=(64, 256, 256))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
@@ -121,12 +121,19 @@ def main() -> None:
         geometry = GEOMETRIES["fibre-composite"](shape, 0)
         start = time.perf_counter()
         image = da.map_blocks(
-            _phantom_block, geometry, args.noise, chunks=da.core.normalize_chunks(chunks, shape),
-            dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
+            _phantom_block,
+            geometry,
+            args.noise,
+            chunks=da.core.normalize_chunks(chunks, shape),
+            dtype=np.float32,
+            meta=np.empty((0, 0, 0), np.float32),
         )
         xd.save_volume(image, workdir / "volume.zarr", progress=False)
         truth = da.map_blocks(
-            _truth_block, geometry, chunks=image.chunks, dtype=np.uint8,
+            _truth_block,
+            geometry,
+            chunks=image.chunks,
+            dtype=np.uint8,
             meta=np.empty((0, 0, 0), np.uint8),
         ).compute()
         report["generate_s"] = round(time.perf_counter() - start, 2)
@@ -197,6 +204,7 @@ def main() -> None:
         order = np.argsort(np.argsort(km.cluster_centers_[:, 0]))
         sk_labels = order[sk_labels].astype(np.uint8).reshape(shape)
         sk_total = t_skfit + t_skpred
+        sk_with_load = sk_total + t_load
         report["sklearn_kmeans"] = {
             "fit_voxels": int(fit_on.shape[0]),
             "subsampled": bool(fit_on.shape[0] < voxels.shape[0]),
@@ -206,6 +214,7 @@ def main() -> None:
             "fit_s": round(t_skfit, 3),
             "predict_s": round(t_skpred, 3),
             "voxels_per_s": n_voxels / sk_total,
+            "voxels_per_s_with_load": n_voxels / sk_with_load,
             "centers": np.round(np.sort(km.cluster_centers_[:, 0]), 4).tolist(),
             "miou": round(miou(sk_labels, truth), 4),
         }
@@ -262,16 +271,20 @@ def main() -> None:
 
         best = min(e["voxels_per_s"] for e in report["xctdask"].values())
         worst_ratio = max(e["total_over_bare_read"] for e in report["xctdask"].values())
+        sk = report["sklearn_kmeans"]
         report["goals"] = {
-            "speedup_over_sklearn_min": round(best / report["sklearn_kmeans"]["voxels_per_s"], 1),
+            # xctdask reads the store in its timings; scikit-learn's fit + predict do not
+            "speedup_over_sklearn_min": round(best / sk["voxels_per_s"], 1),
+            "speedup_over_sklearn_with_its_load_min": round(best / sk["voxels_per_s_with_load"], 1),
             "speedup_goal": 20,
             "total_over_bare_read_max": worst_ratio,
             "total_over_bare_read_goal": 2.5,
         }
         print(
             f"\nslowest xctdask method: {report['goals']['speedup_over_sklearn_min']}× "
-            f"scikit-learn's voxels/s (goal ≥ 20×); worst total/bare read {worst_ratio}× "
-            "(goal ≤ 2.5×)"
+            "scikit-learn's voxels/s in memory, "
+            f"{report['goals']['speedup_over_sklearn_with_its_load_min']}× counting its load "
+            f"(goal ≥ 20×); worst total/bare read {worst_ratio}× (goal ≤ 2.5×)"
         )
     finally:
         client.close()

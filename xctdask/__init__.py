@@ -11,7 +11,7 @@ Examples
 
 __version__ = "0.1.0.dev0"
 
-from xctdask import cluster, io, metrics, phantoms, pseudolabels
+from xctdask import cluster, io, losses, metrics, models, phantoms, pseudolabels
 from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
 
@@ -20,7 +20,9 @@ __all__ = [
     "__version__",
     "cluster",
     "io",
+    "losses",
     "metrics",
+    "models",
     "open_volume",
     "phantoms",
     "pseudo_labels",

@@ -1,0 +1,225 @@
+"""The Modular U-Net: 2D, 2.5D and 3D, with or without skip connections.
+
+Follows the Modular U-Net paper (few annotated slices suffice): ``depth`` levels below
+the top, ``f0`` feature maps at the top, doubling per level.
+
+* **ConvBlock**: conv 3×3(×3) → norm → activation → conv → norm → activation, plus a
+  residual 1×1(×1) convolution of the block's input added to its output, then dropout.
+* **DownBlock**: a strided 3×3(×3) convolution (``down="conv"``, learnable) or a 2×
+  max-pool (``down="maxpool"``, rigid).
+* **UpBlock**: a 2×2(×2) stride-2 transposed convolution (``up="transposed"``) or
+  nearest-neighbour upsampling followed by a 1×1 convolution (``up="upsample"``).
+* ``skip=False`` drops the skip connections (the best stage-3 model of the SR-CT
+  pseudo-label paper: it cannot copy noisy pseudo labels straight through).
+* ``context=k`` (2D only) is the 2.5D variant: ``k`` adjacent slices enter as
+  channels and the output is the segmentation of the middle slice.
+
+Inputs whose spatial size is not a multiple of ``2**depth`` are **padded** (edge
+replication, split evenly on both sides) and the output is **cropped back**, so any
+size works; the padding is what a tile at the volume's edge would see anyway.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from xctdask.models import blocks
+from xctdask.models.base import Network, crop_back, pad_to_multiple, spatial_sizes
+from xctdask.models.registry import register
+
+__all__ = ["ConvBlock", "ModularUNet"]
+
+
+class ConvBlock(nn.Module):
+    """Two convolutions with norm before each activation, a residual 1×1, dropout."""
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        *,
+        norm: str = "batch",
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.body = nn.Sequential(
+            blocks.conv(dims, in_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            blocks.norm(norm, dims, out_channels),
+            blocks.activation(activation, out_channels),
+            blocks.conv(dims, out_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            blocks.norm(norm, dims, out_channels),
+            blocks.activation(activation, out_channels),
+        )
+        self.residual = blocks.conv(dims, in_channels, out_channels, 1)
+        self.dropout = blocks.dropout(dims, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.body(x) + self.residual(x))
+
+
+def _down(dims: int, channels: int, kind: str) -> nn.Module:
+    if kind == "conv":
+        return blocks.conv(dims, channels, channels, 3, stride=2, padding=1)
+    if kind == "maxpool":
+        return blocks.pool(dims, 2)
+    raise ValueError(f"down must be 'conv' or 'maxpool', got {kind!r}")
+
+
+def _up(dims: int, in_channels: int, out_channels: int, kind: str) -> nn.Module:
+    if kind == "transposed":
+        return blocks.conv_transpose(dims, in_channels, out_channels, 2, stride=2)
+    if kind == "upsample":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            blocks.conv(dims, in_channels, out_channels, 1),
+        )
+    raise ValueError(f"up must be 'transposed' or 'upsample', got {kind!r}")
+
+
+class ModularUNet(Network):
+    """U-Net built from ConvBlock / DownBlock / UpBlock; see the module docstring.
+
+    Parameters
+    ----------
+    in_channels, n_classes : int
+        Channels per input slice (or volume) and output classes.
+    dims : {2, 3}
+        Slice network (2D, 2.5D) or volume network (3D).
+    depth : int
+        Number of down-samplings (the input is padded to a multiple of ``2**depth``).
+    f0 : int
+        Feature maps at the top level; level ``l`` has ``f0 · 2**l``.
+    skip : bool
+        Keep the skip connections.
+    context : int
+        Odd number of adjacent slices given as channels (2D only; 1 = plain 2D).
+    down, up : str
+        ``"conv"`` / ``"maxpool"`` and ``"transposed"`` / ``"upsample"``.
+    norm : {"batch", "group", "instance", "none"}
+    activation : {"relu", "prelu", "leaky_relu"}
+    dropout : float
+        Dropout at the end of every ConvBlock.
+
+    Input ``(N, in_channels · context, H, W)`` (or ``(N, in_channels, context, H, W)``)
+    for 2D, ``(N, in_channels, D, H, W)`` for 3D; output logits ``(N, n_classes, ...)``
+    with the input's spatial size.
+
+    Examples
+    --------
+    >>> net = ModularUNet(1, 3, dims=2, depth=2, f0=4, context=3)
+    >>> net(torch.zeros(2, 3, 13, 21)).shape
+    torch.Size([2, 3, 13, 21])
+    >>> net.halo
+    (1, 26, 26)
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        n_classes: int = 2,
+        *,
+        dims: int = 2,
+        depth: int = 4,
+        f0: int = 32,
+        skip: bool = True,
+        context: int = 1,
+        down: str = "conv",
+        up: str = "transposed",
+        norm: str = "batch",
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        dims = blocks.check_dims(dims)
+        if not isinstance(depth, int) or not 1 <= depth <= 7:
+            raise ValueError(f"depth must be an integer in 1..7, got {depth!r}")
+        if not isinstance(f0, int) or f0 < 1:
+            raise ValueError(f"f0 must be a positive integer, got {f0!r}")
+        if not isinstance(context, int) or context < 1 or context % 2 == 0:
+            raise ValueError(f"context must be a positive odd integer, got {context!r}")
+        if context > 1 and dims != 2:
+            raise ValueError("context (2.5D) applies to 2D networks only; use dims=2")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.config = {
+            "name": "unet2d" if dims == 2 else "unet3d",
+            "in_channels": in_channels,
+            "n_classes": n_classes,
+            "depth": depth,
+            "f0": f0,
+            "skip": skip,
+            "context": context,
+            "down": down,
+            "up": up,
+            "norm": norm,
+            "activation": activation,
+            "dropout": dropout,
+        }
+        self.spatial_dims = dims
+        self.depth, self.skip, self.context = depth, skip, context
+        self.multiple = 2**depth  # input sizes are padded to a multiple of this
+        self.in_channels = in_channels
+        options = {"norm": norm, "activation": activation, "dropout": dropout}
+        widths = [f0 * 2**level for level in range(depth + 1)]
+        self.top = ConvBlock(dims, in_channels * context, widths[0], **options)
+        self.encoder = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        for level in range(1, depth + 1):
+            self.downs.append(_down(dims, widths[level - 1], down))
+            self.encoder.append(ConvBlock(dims, widths[level - 1], widths[level], **options))
+        self.ups = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for level in reversed(range(depth)):
+            self.ups.append(_up(dims, widths[level + 1], widths[level], up))
+            joined = 2 * widths[level] if skip else widths[level]
+            self.decoder.append(ConvBlock(dims, joined, widths[level], **options))
+        self.head = blocks.conv(dims, widths[0], n_classes, 1)
+        # receptive-field margin: 2 convs per ConvBlock on each level, one strided conv
+        # down and one up-sampling per level below the top (an upper bound)
+        radius = 2 * (2 ** (depth + 1) - 1) + 4 * (2**depth - 1)
+        z = radius if dims == 3 else (context - 1) // 2
+        self.halo = (z, radius, radius)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial_dims == 2 and x.dim() == 5:  # (N, C, context, H, W) → channels
+            x = x.flatten(1, 2)
+        expected = self.in_channels * self.context
+        if x.dim() != self.spatial_dims + 2 or x.shape[1] != expected:
+            raise ValueError(
+                "expected input of shape (N, "
+                + str(expected)
+                + ", "
+                + str(self.spatial_dims)
+                + " spatial axes); got "
+                + str(list(x.shape))
+            )
+        sizes = spatial_sizes(x)
+        x, before = pad_to_multiple(x, self.multiple)
+        x = self.top(x)
+        skips: list[torch.Tensor] = [x]
+        for down, block in zip(self.downs, self.encoder):  # noqa: B905 (TorchScript)
+            x = block(down(x))
+            skips.append(x)
+        level = self.depth - 1
+        for up, block in zip(self.ups, self.decoder):  # noqa: B905 (TorchScript)
+            x = up(x)
+            if self.skip:
+                x = torch.cat([x, skips[level]], dim=1)
+            x = block(x)
+            level -= 1
+        return crop_back(self.head(x), before, sizes)
+
+
+@register("unet2d")
+def unet2d(in_channels: int = 1, n_classes: int = 2, **options) -> ModularUNet:
+    """2D (and, with ``context=k``, 2.5D) Modular U-Net."""
+    return ModularUNet(in_channels, n_classes, dims=2, **options)
+
+
+@register("unet3d")
+def unet3d(in_channels: int = 1, n_classes: int = 2, **options) -> ModularUNet:
+    """3D Modular U-Net."""
+    return ModularUNet(in_channels, n_classes, dims=3, **options)
