@@ -175,12 +175,18 @@ def _count_cpu(values: np.ndarray, e: int, offset: int, n_bins: int, clip) -> np
             part = part.astype(np.int64)
         elif part.dtype == np.float16:
             part = part.astype(np.float32)
-        b.copy_(torch.from_numpy(np.ascontiguousarray(part)))
+        src = torch.from_numpy(np.ascontiguousarray(part))
         if kind == "f":
+            if src.dtype != work:
+                b.copy_(src)
+                src = b
             if clip is not None:
-                b.clamp_(clip[0], clip[1])
-            b.mul_(2.0**-e).floor_().sub_(float(offset))
+                torch.clamp(src, clip[0], clip[1], out=b)
+                src = b
+            torch.mul(src, 2.0**-e, out=b)  # exact: a power of two
+            b.floor_().sub_(float(offset))
         else:
+            b.copy_(src)
             if e > 0:
                 b.bitwise_right_shift_(e)
             b.sub_(offset)
@@ -293,24 +299,43 @@ def _merge(parts: list[_Part], bins: int, e_min: int, fixed_e: bool) -> _Part:
 
 
 def _tree(parts: list, combine, split_every: int = 16):
+    parts = [combine(parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
     while len(parts) > 1:
         parts = [combine(parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
     return parts[0]
 
 
+def _part_in_cell(x: Any, mask: Any = None, *, bins: int, e_min: int, clip) -> np.ndarray:
+    """The chunk's partial histogram in a 1×1×1 object array (a blockwise task)."""
+    cell = np.empty((1,) * x.ndim, dtype=object)
+    cell[(0,) * x.ndim] = _block_part(x, mask, bins, e_min, clip)
+    return cell
+
+
+def _merge_cells(cells: list, bins: int, e_min: int, fixed: bool) -> _Part:
+    parts = [c.item() if isinstance(c, np.ndarray) else c for c in cells]
+    return _merge(parts, bins, e_min, fixed)
+
+
 def _lazy_parts(vol: Any, mask: Any, bins: int, e_min: int, clip) -> Any:
-    """A delayed tree reduction of per-chunk partial histograms."""
+    """Per-chunk partial histograms (blockwise, so Dask fuses each with its chunk's
+    read and the chunk never leaves the task) merged by a delayed tree."""
     import dask.array as da
 
     fixed = clip is not None
-    blocks = vol.to_delayed().ravel()
-    if mask is None:
-        masks = [None] * len(blocks)
-    else:
-        masks = da.asarray(mask).rechunk(vol.chunks).to_delayed().ravel()
-    block = dask.delayed(_block_part, pure=True)
-    merge = dask.delayed(_merge, pure=True)
-    parts = [block(b, m, bins, e_min, clip) for b, m in zip(blocks, masks, strict=True)]
+    args = (vol,) if mask is None else (vol, da.asarray(mask).rechunk(vol.chunks))
+    cells = da.map_blocks(
+        _part_in_cell,
+        *args,
+        bins=bins,
+        e_min=e_min,
+        clip=clip,
+        chunks=tuple((1,) * len(c) for c in vol.chunks),
+        dtype=object,
+        meta=np.empty((0,) * vol.ndim, dtype=object),
+    )
+    merge = dask.delayed(_merge_cells, pure=True)
+    parts = list(cells.to_delayed().ravel())
     return _tree(parts, lambda group: merge(group, bins, e_min, fixed))
 
 
