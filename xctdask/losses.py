@@ -87,7 +87,25 @@ def _one_hot(target: torch.Tensor, n_classes: int, valid: torch.Tensor) -> torch
     return F.one_hot(safe, n_classes).movedim(-1, 1).to(torch.float32)
 
 
-class CrossEntropyLoss(nn.Module):
+class _SegmentationLoss(nn.Module):
+    """Shared checks: shapes agree; nothing labelled gives 0 (with a graph), not NaN."""
+
+    ignore_index: int | None = IGNORE
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check(logits, target)
+        valid = _valid(target, self.ignore_index)
+        if not valid.any():
+            return logits.sum() * 0.0
+        return self.labelled_loss(logits, target, valid)
+
+    def labelled_loss(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class CrossEntropyLoss(_SegmentationLoss):
     """Cross entropy with optional class weights and label smoothing.
 
     The mean is over labelled voxels (weighted by their class weight, as PyTorch's).
@@ -112,10 +130,7 @@ class CrossEntropyLoss(nn.Module):
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        if not _valid(target, self.ignore_index).any():
-            return logits.sum() * 0.0  # nothing labelled: zero, but keep the graph
+    def labelled_loss(self, logits, target, valid):
         return F.cross_entropy(
             logits.float(),
             target.long(),
@@ -125,7 +140,7 @@ class CrossEntropyLoss(nn.Module):
         )
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(_SegmentationLoss):
     """Focal loss ``-(1 - p_t)^γ log p_t`` (Lin et al.), mean over labelled voxels.
 
     Examples
@@ -143,11 +158,7 @@ class FocalLoss(nn.Module):
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
         self.ignore_index = ignore_index
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        valid = _valid(target, self.ignore_index)
-        if not valid.any():
-            return logits.sum() * 0.0
+    def labelled_loss(self, logits, target, valid):
         logp = F.log_softmax(logits.float(), dim=1)
         safe = torch.where(valid, target, torch.zeros_like(target)).long()
         logp_t = logp.gather(1, safe.unsqueeze(1)).squeeze(1)
@@ -157,7 +168,7 @@ class FocalLoss(nn.Module):
         return loss[valid].mean()
 
 
-class BootstrappedCrossEntropy(nn.Module):
+class BootstrappedCrossEntropy(_SegmentationLoss):
     """Cross entropy averaged over the hardest ``top_k`` fraction of labelled voxels.
 
     Online bootstrapping (Wu, Shen & van den Hengel 2016): easy voxels, most of a CT
@@ -178,11 +189,7 @@ class BootstrappedCrossEntropy(nn.Module):
         self.top_k = top_k
         self.ignore_index = ignore_index
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check(logits, target)
-        valid = _valid(target, self.ignore_index)
-        if not valid.any():
-            return logits.sum() * 0.0
+    def labelled_loss(self, logits, target, valid):
         ce = F.cross_entropy(
             logits.float(), target.long(), reduction="none", ignore_index=self.ignore_index
         )[valid]
@@ -190,15 +197,13 @@ class BootstrappedCrossEntropy(nn.Module):
         return ce.topk(k).values.mean()
 
 
-class _SoftOverlap(nn.Module):
+class _SoftOverlap(_SegmentationLoss):
     def __init__(self, ignore_index: int = IGNORE, eps: float = 1e-6):
         super().__init__()
         self.ignore_index = ignore_index
         self.eps = eps
 
-    def _terms(self, logits: torch.Tensor, target: torch.Tensor):
-        _check(logits, target)
-        valid = _valid(target, self.ignore_index)
+    def _terms(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor):
         probs = F.softmax(logits.float(), dim=1) * valid.unsqueeze(1)
         onehot = _one_hot(target, logits.shape[1], valid) * valid.unsqueeze(1)
         axes = [0, *range(2, logits.ndim)]
@@ -217,13 +222,13 @@ class DiceLoss(_SoftOverlap):
     0.0
     """
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        probs, onehot, axes = self._terms(logits, target)
+    def labelled_loss(self, logits, target, valid):
+        probs, onehot, axes = self._terms(logits, target, valid)
         inter = (probs * onehot).sum(axes)
         total = probs.sum(axes) + onehot.sum(axes)
         present = total > self.eps
         dice = (2 * inter + self.eps) / (total + self.eps)
-        return 1 - dice[present].mean() if present.any() else logits.sum() * 0.0
+        return 1 - dice[present].mean()
 
 
 class Jaccard2Loss(_SoftOverlap):
@@ -241,13 +246,13 @@ class Jaccard2Loss(_SoftOverlap):
     0.5
     """
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        probs, onehot, axes = self._terms(logits, target)
+    def labelled_loss(self, logits, target, valid):
+        probs, onehot, axes = self._terms(logits, target, valid)
         inter = (probs * onehot).sum(axes)
         union = (probs * probs).sum(axes) + (onehot * onehot).sum(axes) - inter
         present = union > self.eps
         jaccard = (inter + self.eps) / (union + self.eps)
-        return 1 - jaccard[present].mean() if present.any() else logits.sum() * 0.0
+        return 1 - jaccard[present].mean()
 
 
 class DenoiseSegmentLoss(nn.Module):

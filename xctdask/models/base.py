@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Network", "crop_back", "pad_to_multiple", "spatial_sizes"]
+__all__ = ["Network", "arguments", "crop_back", "pad_to_multiple", "spatial_sizes"]
 
 
 class Network(nn.Module):
@@ -29,6 +29,13 @@ class Network(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_parameters={self.n_parameters:,}, halo={self.halo}"
+
+
+def arguments(name: str, local_variables: dict) -> dict:
+    """A network's ``config``: its registry name and constructor arguments (from
+    ``locals()`` at the top of ``__init__``)."""
+    skip = {"self", "__class__"}
+    return {"name": name, **{k: v for k, v in local_variables.items() if k not in skip}}
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, list[int]]:

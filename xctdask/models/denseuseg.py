@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from xctdask.models import blocks
-from xctdask.models.base import Network, crop_back, pad_to_multiple, spatial_sizes
+from xctdask.models.base import Network, arguments, crop_back, pad_to_multiple, spatial_sizes
 from xctdask.models.registry import register
 
 __all__ = ["DenseUSeg", "StackedDenseUSeg"]
@@ -207,20 +207,12 @@ class DenseUSeg(Network):
         compression: float = 0.5,
         dropout: float = 0.2,
     ):
+        config = dict(locals())
         super().__init__()
         dims = blocks.check_dims(dims)
         _check(k0, growth, n_blocks, modules_per_block, compression, dropout)
-        self.config = {
-            "name": "denseuseg" if dims == 3 else "denseuseg2d",
-            "in_channels": in_channels,
-            "n_classes": n_classes,
-            "k0": k0,
-            "growth": growth,
-            "n_blocks": n_blocks,
-            "modules_per_block": modules_per_block,
-            "compression": compression,
-            "dropout": dropout,
-        }
+        self.config = arguments("denseuseg" if dims == 3 else "denseuseg2d", config)
+        del self.config["dims"]
         self.spatial_dims = dims
         self.in_channels = in_channels
         self.stem = _Stem(dims, in_channels, k0)
@@ -261,23 +253,12 @@ class StackedDenseUSeg(Network):
         denoise_dropout: float = 0.2,
         segment_dropout: float = 0.0,
     ):
+        config = dict(locals())
         super().__init__()
         dims = blocks.check_dims(dims)
         _check(k0, growth, n_blocks, modules_per_block, compression, denoise_dropout)
         _check(k0, growth, n_blocks, modules_per_block, compression, segment_dropout)
-        self.config = {
-            "name": "stacked-denseuseg",
-            "in_channels": in_channels,
-            "n_classes": n_classes,
-            "dims": dims,
-            "k0": k0,
-            "growth": growth,
-            "n_blocks": n_blocks,
-            "modules_per_block": modules_per_block,
-            "compression": compression,
-            "denoise_dropout": denoise_dropout,
-            "segment_dropout": segment_dropout,
-        }
+        self.config = arguments("stacked-denseuseg", config)
         self.spatial_dims = dims
         self.in_channels = in_channels
         self.stem = _Stem(dims, in_channels, k0)

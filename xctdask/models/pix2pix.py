@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from xctdask.models import blocks
-from xctdask.models.base import Network
+from xctdask.models.base import Network, arguments
 from xctdask.models.registry import register
 from xctdask.models.unet import ModularUNet
 
@@ -87,6 +87,7 @@ class Pix2Pix(Network):
         disc_base: int = 64,
         disc_layers: int = 3,
     ):
+        config = dict(locals())
         super().__init__()
         self.generator = ModularUNet(
             in_channels,
@@ -101,18 +102,7 @@ class Pix2Pix(Network):
         self.discriminator = PatchDiscriminator(
             in_channels + n_classes, base=disc_base, n_layers=disc_layers, dims=dims
         )
-        self.config = {
-            "name": "pix2pix",
-            "in_channels": in_channels,
-            "n_classes": n_classes,
-            "dims": dims,
-            "depth": depth,
-            "f0": f0,
-            "norm": norm,
-            "dropout": dropout,
-            "disc_base": disc_base,
-            "disc_layers": disc_layers,
-        }
+        self.config = arguments("pix2pix", config)
         self.spatial_dims = dims
         self.halo = self.generator.halo
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from xctdask.models import blocks
-from xctdask.models.base import Network, crop_back, pad_to_multiple, spatial_sizes
+from xctdask.models.base import Network, arguments, crop_back, pad_to_multiple, spatial_sizes
 from xctdask.models.registry import register
 
 __all__ = ["ConvBlock", "ModularUNet"]
@@ -132,6 +132,7 @@ class ModularUNet(Network):
         activation: str = "relu",
         dropout: float = 0.0,
     ):
+        config = dict(locals())
         super().__init__()
         dims = blocks.check_dims(dims)
         if not isinstance(depth, int) or not 1 <= depth <= 7:
@@ -144,20 +145,8 @@ class ModularUNet(Network):
             raise ValueError("context (2.5D) applies to 2D networks only; use dims=2")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.config = {
-            "name": "unet2d" if dims == 2 else "unet3d",
-            "in_channels": in_channels,
-            "n_classes": n_classes,
-            "depth": depth,
-            "f0": f0,
-            "skip": skip,
-            "context": context,
-            "down": down,
-            "up": up,
-            "norm": norm,
-            "activation": activation,
-            "dropout": dropout,
-        }
+        self.config = arguments("unet2d" if dims == 2 else "unet3d", config)
+        del self.config["dims"]
         self.spatial_dims = dims
         self.depth, self.skip, self.context = depth, skip, context
         self.multiple = 2**depth  # input sizes are padded to a multiple of this
