@@ -11,13 +11,14 @@ Examples
 
 __version__ = "0.1.0.dev0"
 
-from xctdask import cluster, io, losses, metrics, models, phantoms, pseudolabels
+from xctdask import augment, cluster, io, losses, metrics, models, phantoms, pseudolabels
 from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
 
 __all__ = [
     "PseudoLabeler",
     "__version__",
+    "augment",
     "cluster",
     "io",
     "losses",

@@ -1,0 +1,302 @@
+"""Weak (geometric) and strong (intensity) augmentation of training batches, in PyTorch.
+
+Batches are tensors ``image (N, C, *spatial)``, ``labels (N, *spatial)`` and ``clean
+(N, C', *spatial)`` with 2 or 3 spatial axes; a 2.5D stack of ``k`` slices is ``C = k``
+channels. Everything runs on the device the batch is on.
+
+* :func:`weak`: per sample, a random element of the symmetry group of the square
+  (flips, 90° rotations and transposes of the last two axes; for 3-D patches also a flip
+  of the first axis). The same transform moves image, labels and clean target, and all
+  channels of a 2.5D stack, so they stay aligned.
+* :func:`strong`: per sample, each with probability ``p``: gamma, contrast and
+  brightness, Gaussian noise whose sigma is drawn at random (as in the noise-robustness
+  study), Gaussian blur, local histogram equalisation and cutout. One draw of parameters
+  per sample serves every channel, so the slices of a 2.5D stack change alike. Only
+  the image changes; labels are left alone. It is meant for the student's input in
+  self-correction and for robustness training, not for targets.
+
+Randomness comes from a ``torch.Generator`` (default: a fresh one seeded from
+``seed``), so a run can be repeated exactly.
+
+Examples
+--------
+>>> import torch
+>>> g = torch.Generator().manual_seed(0)
+>>> image = torch.rand(2, 3, 16, 16)
+>>> labels = (image[:, 1] > 0.5).long()
+>>> image_w, labels_w, _ = weak(image, labels, generator=g)
+>>> bool(torch.equal(labels_w, (image_w[:, 1] > 0.5).long()))
+True
+>>> strong(image, generator=g).shape
+torch.Size([2, 3, 16, 16])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["StrongAugment", "equalize_local", "strong", "weak"]
+
+
+def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
+    if generator is not None:
+        return generator
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(seed)
+    return g
+
+
+def _uniform(g: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=g))
+
+
+def _check(image: torch.Tensor, labels: torch.Tensor | None, clean: torch.Tensor | None):
+    if image.dim() not in (4, 5):
+        raise ValueError(f"image must be (N, C, H, W) or (N, C, D, H, W); got {tuple(image.shape)}")
+    spatial = tuple(image.shape[2:])
+    if labels is not None and (
+        labels.shape[0] != image.shape[0] or tuple(labels.shape[1:]) != spatial
+    ):
+        raise ValueError(f"labels {tuple(labels.shape)} do not match image {tuple(image.shape)}")
+    if clean is not None and (
+        clean.shape[0] != image.shape[0] or tuple(clean.shape[2:]) != spatial
+    ):
+        raise ValueError(f"clean {tuple(clean.shape)} does not match image {tuple(image.shape)}")
+
+
+def _dihedral(x: torch.Tensor, k: int, flip: bool, flip_depth: bool, channel_axis: bool):
+    """Apply one symmetry to one sample (``channel_axis``: x has a leading channel axis)."""
+    h, w = x.dim() - 2, x.dim() - 1
+    if flip:
+        x = torch.flip(x, (w,))
+    if k:
+        x = torch.rot90(x, k, (h, w))
+    if flip_depth:
+        x = torch.flip(x, (1 if channel_axis else 0,))
+    return x
+
+
+def weak(
+    image: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    clean: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Random flips, 90° rotations and transposes, the same for image, labels, clean.
+
+    Non-square slices are only flipped and rotated by 180° (a 90° turn would change
+    their shape). Returns new tensors; the inputs are not modified.
+    """
+    _check(image, labels, clean)
+    g = _generator(generator, seed)
+    square = image.shape[-1] == image.shape[-2]
+    three_d = image.dim() == 5
+    outs_i, outs_l, outs_c = [], [], []
+    for n in range(image.shape[0]):
+        k = (
+            int(torch.randint(4, (), generator=g))
+            if square
+            else 2 * int(torch.randint(2, (), generator=g))
+        )
+        flip = bool(torch.randint(2, (), generator=g))
+        flip_depth = three_d and bool(torch.randint(2, (), generator=g))
+        outs_i.append(_dihedral(image[n], k, flip, flip_depth, True))
+        if labels is not None:
+            outs_l.append(_dihedral(labels[n], k, flip, flip_depth, False))
+        if clean is not None:
+            outs_c.append(_dihedral(clean[n], k, flip, flip_depth, True))
+    return (
+        torch.stack(outs_i),
+        torch.stack(outs_l) if labels is not None else None,
+        torch.stack(outs_c) if clean is not None else None,
+    )
+
+
+def _gaussian_kernel(sigma: float, device, dtype) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of one sample (C, *spatial), the same for every channel."""
+    k = _gaussian_kernel(sigma, x.device, x.dtype)
+    r = k.numel() // 2
+    spatial = x.dim() - 1
+    y = x.unsqueeze(1)  # (C, 1, *spatial): channels as batch, one kernel for all
+    conv = F.conv2d if spatial == 2 else F.conv3d
+    for axis in range(spatial):
+        shape = [1, 1] + [1] * spatial
+        shape[2 + axis] = k.numel()
+        pad = [0, 0] * spatial
+        pad[2 * (spatial - 1 - axis)] = r
+        pad[2 * (spatial - 1 - axis) + 1] = r
+        y = conv(F.pad(y, pad, mode="replicate"), k.view(shape))
+    return y.squeeze(1)
+
+
+def equalize_local(x: torch.Tensor, tiles: int = 4, levels: int = 64) -> torch.Tensor:
+    """Local histogram equalisation of one sample ``(C, H, W)`` or ``(C, D, H, W)``.
+
+    The last two axes are cut into ``tiles × tiles`` tiles. Each tile's cumulative
+    distribution (``levels`` quantiles over all its channels together, so every slice of
+    a 2.5D stack is mapped alike) maps values to [0, 1], and every voxel blends the maps
+    of the four nearest tile centres bilinearly, as CLAHE does (without clipping). The
+    result keeps the sample's mean and standard deviation; at any one voxel position the
+    mapping is monotone in the value.
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    ty, tx = min(tiles, h), min(tiles, w)
+    ys = torch.linspace(0, h, ty + 1, device=x.device).round().long()
+    xs = torch.linspace(0, w, tx + 1, device=x.device).round().long()
+    q = torch.linspace(0, 1, levels, device=x.device)
+    flat = x.contiguous()
+    mapped = []
+    for i in range(ty):
+        for j in range(tx):
+            tile = x[..., ys[i] : ys[i + 1], xs[j] : xs[j + 1]].reshape(-1).float()
+            knots = torch.quantile(tile, q).to(x.dtype).contiguous()
+            idx = torch.searchsorted(knots, flat).clamp(1, levels - 1)
+            lo, hi = knots[idx - 1], knots[idx]
+            frac = ((flat - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+            mapped.append(((idx - 1).to(x.dtype) + frac) / (levels - 1))
+    maps = torch.stack(mapped, dim=-1).unflatten(-1, (ty, tx))  # (..., H, W, ty, tx)
+
+    def neighbours(size: int, cuts: torch.Tensor, n: int):
+        centres = (cuts[:-1] + cuts[1:]).to(x.dtype) / 2
+        pos = torch.arange(size, device=x.device, dtype=x.dtype)
+        low = (torch.searchsorted(centres, pos) - 1).clamp(0, max(n - 2, 0))
+        high = (low + 1).clamp(max=n - 1)
+        gap = (centres[high] - centres[low]).clamp_min(1e-12)
+        frac = ((pos - centres[low]) / gap).clamp(0, 1) if n > 1 else torch.zeros_like(pos)
+        return low, high, frac
+
+    y0, y1, fy = neighbours(h, ys, ty)
+    x0, x1, fx = neighbours(w, xs, tx)
+    py = torch.arange(h, device=x.device)[:, None]
+    px = torch.arange(w, device=x.device)[None, :]
+    out = torch.zeros_like(x)
+    for iy, wy in ((y0, 1 - fy), (y1, fy)):
+        for ix, wx in ((x0, 1 - fx), (x1, fx)):
+            out = out + maps[..., py, px, iy[:, None], ix[None, :]] * (wy[:, None] * wx[None, :])
+    return (out - out.mean()) / out.std().clamp_min(1e-12) * x.std() + x.mean()
+
+
+OPS = ("gamma", "contrast", "blur", "equalize", "noise", "cutout")
+
+
+@dataclass
+class StrongAugment:
+    """Settings of :func:`strong`; each operation happens with probability ``p``.
+
+    Attributes
+    ----------
+    p : float
+        Probability of each operation, independently.
+    gamma : (float, float)
+        Range of the gamma exponent, applied to the sample rescaled to [0, 1].
+    contrast, brightness : (float, float)
+        Contrast factor about the mean; brightness shift in units of the sample's std.
+    noise_sigma : (float, float)
+        Range of the Gaussian noise sigma, in units of the sample's std; the sigma itself
+        is drawn uniformly for each sample.
+    blur_sigma : (float, float)
+        Range of the Gaussian blur sigma (voxels).
+    equalize_tiles : int
+        Tiles per side for local histogram equalisation.
+    cutout_fraction : (float, float)
+        Side of the (one to three) cut-out boxes, as a fraction of each side; boxes are
+        filled with the sample mean.
+    ops : tuple of str
+        The operations in use, applied in this order: ``gamma``, ``contrast``,
+        ``blur``, ``equalize``, ``noise``, ``cutout``.
+    """
+
+    p: float = 0.5
+    gamma: tuple[float, float] = (0.7, 1.5)
+    contrast: tuple[float, float] = (0.75, 1.25)
+    brightness: tuple[float, float] = (-0.2, 0.2)
+    noise_sigma: tuple[float, float] = (0.0, 0.5)
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
+    equalize_tiles: int = 4
+    cutout_fraction: tuple[float, float] = (0.1, 0.3)
+    ops: tuple[str, ...] = OPS
+
+    def __post_init__(self) -> None:
+        unknown = set(self.ops) - set(OPS)
+        if unknown:
+            raise ValueError(f"unknown strong augmentations {sorted(unknown)}; choose from {OPS}")
+        if not 0 <= self.p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {self.p!r}")
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> torch.Tensor:
+        return strong(image, self, generator=generator, seed=seed)
+
+
+def _one_strong(x: torch.Tensor, s: StrongAugment, g: torch.Generator) -> torch.Tensor:
+    def happens(op: str) -> bool:
+        return float(torch.rand((), generator=g)) < s.p and op in s.ops
+
+    mean, std = x.mean(), x.std().clamp_min(1e-12)
+    if happens("gamma"):  # gamma on the sample rescaled to [0, 1]
+        lo, hi = x.min(), x.max()
+        span = (hi - lo).clamp_min(1e-12)
+        x = ((x - lo) / span).clamp(0, 1) ** _uniform(g, *s.gamma) * span + lo
+    if happens("contrast"):
+        c, b = _uniform(g, *s.contrast), _uniform(g, *s.brightness)
+        x = (x - mean) * c + mean + b * std
+    if happens("blur"):
+        x = _blur(x, _uniform(g, *s.blur_sigma))
+    if happens("equalize"):
+        x = equalize_local(x, s.equalize_tiles)
+    if happens("noise"):
+        sigma = _uniform(g, *s.noise_sigma) * float(std)
+        device_gen = torch.Generator(device=x.device)
+        device_gen.manual_seed(int(torch.randint(2**62, (), generator=g)))
+        x = x + sigma * torch.randn(x.shape, generator=device_gen, device=x.device, dtype=x.dtype)
+    if happens("cutout"):
+        x = x.clone()
+        fill = x.mean()
+        for _ in range(1 + int(torch.randint(3, (), generator=g))):
+            box = []
+            for size in x.shape[1:]:
+                side = max(1, round(_uniform(g, *s.cutout_fraction) * size))
+                start = int(torch.randint(max(1, size - side + 1), (), generator=g))
+                box.append(slice(start, start + side))
+            x[(slice(None), *box)] = fill
+    return x
+
+
+def strong(
+    image: torch.Tensor,
+    settings: StrongAugment | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Random intensity changes per sample (see :class:`StrongAugment`); image only.
+
+    Returns a new tensor of the same shape, dtype and device.
+    """
+    _check(image, None, None)
+    if not image.is_floating_point():
+        raise TypeError(f"strong augmentation needs a float image, got {image.dtype}")
+    settings = settings or StrongAugment()
+    g = _generator(generator, seed)
+    return torch.stack([_one_strong(image[n], settings, g) for n in range(image.shape[0])])
