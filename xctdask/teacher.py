@@ -1,0 +1,139 @@
+"""The Unbiased-Teacher pieces of stage 3: an EMA teacher and its confident labels.
+
+Self-correction (Unbiased Teacher, Liu et al. 2021, as the SR-CT pseudo-label paper
+adapts it to segmentation) trains a student on strongly augmented patches against
+labels that a teacher produces on weakly augmented views of the same patches:
+
+* the teacher starts as a copy of the stage-2 network and then follows the student as
+  an exponential moving average, ``θ_t ← α θ_t + (1 − α) θ_s`` (α = 0.999);
+* the teacher's labels are its arg-max classes; voxels whose top-class probability is
+  below ``threshold`` are masked out (labelled ``ignore_index``);
+* the student's loss is label-smoothed cross entropy over the confident voxels only,
+  normalised by their number (:class:`xctdask.losses.CrossEntropyLoss` with the default
+  ``ignore_index`` does exactly that).
+
+Examples
+--------
+>>> import torch
+>>> student = torch.nn.Linear(2, 2)
+>>> teacher = EMATeacher(student, decay=0.5)
+>>> with torch.no_grad():
+...     _ = student.weight.add_(2.0)
+>>> before = teacher.module.weight.clone()
+>>> teacher.update(student)
+>>> torch.allclose(teacher.module.weight, 0.5 * before + 0.5 * student.weight)
+True
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["ConfidentLabels", "EMATeacher", "confident_labels"]
+
+
+@dataclass(frozen=True)
+class ConfidentLabels:
+    """The teacher's labels for a batch and what was masked.
+
+    Attributes
+    ----------
+    labels : torch.Tensor
+        Arg-max classes (long), ``ignore_index`` where the confidence is below the
+        threshold.
+    confidence : torch.Tensor
+        Top-class probability per voxel.
+    mean_confidence : float
+        Mean top-class probability over all voxels.
+    masked_fraction : float
+        Fraction of voxels below the threshold.
+    """
+
+    labels: torch.Tensor
+    confidence: torch.Tensor
+    mean_confidence: float
+    masked_fraction: float
+
+
+def confident_labels(
+    logits: torch.Tensor, threshold: float, *, ignore_index: int = 255
+) -> ConfidentLabels:
+    """Arg-max labels of ``logits`` (N, C, ...), masked where the top probability is
+    below ``threshold``.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[[3.0, 0.1], [0.0, 0.0]]])   # p(top) ≈ 0.95 and 0.52
+    >>> out = confident_labels(logits, threshold=0.9)
+    >>> out.labels.tolist(), out.masked_fraction
+    ([[0, 255]], 0.5)
+    """
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    with torch.no_grad():
+        probs = torch.softmax(logits.float(), dim=1)
+        confidence, labels = probs.max(dim=1)
+        masked = confidence < threshold
+        labels = labels.masked_fill(masked, ignore_index)
+    return ConfidentLabels(
+        labels=labels,
+        confidence=confidence,
+        mean_confidence=float(confidence.mean()),
+        masked_fraction=float(masked.float().mean()),
+    )
+
+
+class EMATeacher:
+    """A frozen copy of a network that follows a student as an exponential moving average.
+
+    Parameters
+    ----------
+    student : torch.nn.Module
+        The network to copy (the stage-2 model); it is not modified.
+    decay : float
+        α in ``θ_t ← α θ_t + (1 − α) θ_s``.
+
+    Buffers (batch-norm running statistics) follow the same average; integer buffers
+    (batch counters) are copied.
+    """
+
+    def __init__(self, student: nn.Module, decay: float = 0.999):
+        if not 0 <= decay <= 1:
+            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
+        self.decay = decay
+        self.module = copy.deepcopy(student).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        """One EMA step towards ``student``'s current weights."""
+        a = self.decay
+        for t, s in zip(self.module.parameters(), student.parameters(), strict=True):
+            t.mul_(a).add_(s.detach(), alpha=1 - a)
+        for t, s in zip(self.module.buffers(), student.buffers(), strict=True):
+            if t.is_floating_point():
+                t.mul_(a).add_(s.detach(), alpha=1 - a)
+            else:
+                t.copy_(s)
+
+    @torch.no_grad()
+    def label(self, x: torch.Tensor, threshold: float, *, ignore_index: int = 255):
+        """Teacher logits on ``x`` (eval mode) turned into :class:`ConfidentLabels`.
+
+        For a network returning ``(denoised, logits)`` the logits are used.
+        """
+        out = self.module(x)
+        logits = out[1] if isinstance(out, tuple) else out
+        return confident_labels(logits, threshold, ignore_index=ignore_index)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "module": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay = state["decay"]
+        self.module.load_state_dict(state["module"])
