@@ -1,0 +1,147 @@
+"""PatchSampler: leak-free splits, class balance, sparse labels, shapes, real cluster."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+
+import xctdask as xd
+from xctdask.sampling import PatchSampler
+
+
+def _volume(shape=(60, 48, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.random(shape, dtype=np.float32)
+    labels = (image > 0.5).astype(np.uint8)  # labels are a function of the image
+    return image, labels
+
+
+def _z_of_patches(sampler, part, n=200):
+    rng = np.random.default_rng(0)
+    origins = sampler._draw_origins(part, n, rng)
+    out = []
+    for o in origins:
+        zs, _, _ = sampler._windows(o)
+        out.append((zs.start, zs.stop))
+    return out
+
+
+@pytest.mark.parametrize(("patch", "context"), [((1, 16, 16), 5), ((6, 16, 16), 1)])
+def test_splits_never_overlap_and_respect_the_margin(patch, context):
+    image, labels = _volume()
+    sampler = PatchSampler(
+        image, labels, patch=patch, context=context, margin=7, split=(0.5, 0.25, 0.25), seed=1
+    )
+    reach = {}
+    for part in ("train", "validation", "test"):
+        windows = _z_of_patches(sampler, part)
+        first, last = min(a for a, _ in windows), max(b for _, b in windows)
+        lo, hi = sampler.footprint(part)
+        assert lo <= first and last <= hi  # every voxel a patch reads is in its slab
+        reach[part] = (first, last)
+    assert reach["validation"][0] - reach["train"][1] >= 7
+    assert reach["test"][0] - reach["validation"][1] >= 7
+
+
+def test_balance_brings_a_one_percent_class_into_a_fifth_of_the_patches():
+    rng = np.random.default_rng(2)
+    image = rng.random((40, 64, 64), dtype=np.float32)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[image > 0.5] = 1
+    rare = rng.random(image.shape) < 0.01
+    labels[rare] = 2
+    assert 0.008 < (labels == 2).mean() < 0.012
+    sampler = PatchSampler(
+        image, da.from_array(labels, chunks=(10, 32, 32)), patch=(1, 16, 16), margin=2, seed=3
+    )
+    batch = next(sampler.batches("train", batch_size=200, prefetch=1))
+    has_rare = (batch["target"] == 2).flatten(1).any(dim=1).float().mean()
+    assert has_rare >= 0.2
+    unbalanced = PatchSampler(image, labels, patch=(1, 4, 4), margin=2, seed=3, balance=False)
+    batch = next(unbalanced.batches("train", batch_size=200, prefetch=1))
+    assert (batch["target"] == 2).flatten(1).any(dim=1).float().mean() < 0.2
+
+
+def test_sparse_labels_never_give_an_all_unlabelled_patch():
+    image, dense = _volume((50, 40, 40))
+    sparse = np.full(dense.shape, 255, np.uint8)
+    for z in (5, 17, 33):  # three annotated slices
+        sparse[z] = dense[z]
+    sampler = PatchSampler(
+        image, sparse, patch=(1, 12, 12), context=3, margin=2, split=(1.0, 0.0, 0.0), seed=4
+    )
+    for batch in sampler.batches("train", batch_size=32, n_batches=5):
+        labelled = (batch["target"] != 255).flatten(1).any(dim=1)
+        assert bool(labelled.all())
+
+
+def test_patches_show_the_volume_where_they_say():
+    image, labels = _volume()
+    clean = image * 2
+    sampler = PatchSampler(
+        image, labels, clean=clean, patch=(1, 16, 16), context=3, margin=3, seed=5
+    )
+    origins = sampler._draw_origins("train", 4, np.random.default_rng(9))
+    arrays = da.compute(sampler._lazy_batch(origins))[0]
+    batch = sampler._to_tensors(arrays)
+    for n, (z, y, x) in enumerate(origins):
+        np.testing.assert_array_equal(
+            batch["image"][n].numpy(), image[z - 1 : z + 2, y : y + 16, x : x + 16]
+        )
+        np.testing.assert_array_equal(batch["target"][n].numpy(), labels[z, y : y + 16, x : x + 16])
+        np.testing.assert_allclose(batch["clean"][n, 0].numpy(), clean[z, y : y + 16, x : x + 16])
+    # the labels stay a function of the image's centre slice
+    assert torch.equal(batch["target"], (batch["image"][:, 1] > 0.5).long())
+
+
+def test_three_d_shapes_and_reproducibility():
+    image, labels = _volume()
+    sampler = PatchSampler(
+        image, labels, patch=(8, 16, 16), margin=2, split=(0.5, 0.25, 0.25), seed=6
+    )
+    a = next(sampler.batches("validation", batch_size=3, prefetch=1))
+    b = next(sampler.batches("validation", batch_size=3, prefetch=1))
+    assert a["image"].shape == (3, 1, 8, 16, 16) and a["target"].shape == (3, 8, 16, 16)
+    assert torch.equal(a["image"], b["image"])  # same seed, same patches
+    c = next(sampler.batches("validation", batch_size=3, prefetch=1, seed=7))
+    assert not torch.equal(a["image"], c["image"])
+
+
+def test_on_a_local_cluster_from_zarr(client, tmp_path):
+    ds = xd.phantoms.make("fibre-composite", (24, 64, 64), seed=0)
+    xd.save_volume(ds.hq.chunk({"z": 8}), tmp_path / "hq.zarr")
+    xd.save_volume(ds.labels.chunk({"z": 8}), tmp_path / "labels.zarr", kind="labels")
+    sampler = PatchSampler(
+        xd.open_volume(tmp_path / "hq.zarr"),
+        xd.open_volume(tmp_path / "labels.zarr"),
+        patch=(1, 32, 32),
+        context=3,
+        margin=2,
+        split=(0.5, 0.25, 0.25),
+        seed=0,
+    )
+    assert sampler.n_classes == 3
+    batches = list(sampler.batches("train", batch_size=8, n_batches=3))
+    assert len(batches) == 3 and batches[0]["image"].shape == (8, 3, 32, 32)
+    loader = torch.utils.data.DataLoader(sampler.dataset("train", 4, n_batches=2), batch_size=None)
+    assert [b["target"].shape for b in loader] == [(4, 32, 32)] * 2
+
+
+def test_bad_input():
+    image, labels = _volume((30, 20, 20))
+    with pytest.raises(ValueError, match="does not match"):
+        PatchSampler(image, labels[:, :10], patch=(1, 8, 8))
+    with pytest.raises(ValueError, match="odd"):
+        PatchSampler(image, labels, patch=(1, 8, 8), context=2)
+    with pytest.raises(ValueError, match="larger than the volume"):
+        PatchSampler(image, labels, patch=(1, 64, 8))
+    with pytest.raises(ValueError, match="too few"):
+        PatchSampler(image, labels, patch=(1, 8, 8), margin=20)
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        PatchSampler(image, labels + 1, patch=(1, 8, 8), n_classes=2)
+    with pytest.raises(ValueError, match="no labelled voxel"):
+        PatchSampler(image, np.full(image.shape, 255, np.uint8), patch=(1, 8, 8), n_classes=2)
+    with pytest.raises(ValueError, match="part must be"):
+        PatchSampler(image, labels, patch=(1, 8, 8), margin=2).centre_range("holdout")
