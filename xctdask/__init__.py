@@ -14,8 +14,11 @@ __version__ = "0.1.0.dev0"
 from xctdask import augment, cluster, io, losses, metrics, models, phantoms, pseudolabels
 from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
+from xctdask.sampling import PatchSampler
+from xctdask.train import train
 
 __all__ = [
+    "PatchSampler",
     "PseudoLabeler",
     "__version__",
     "augment",
@@ -28,5 +31,6 @@ __all__ = [
     "phantoms",
     "pseudo_labels",
     "pseudolabels",
+    "train",
     "save_volume",
 ]

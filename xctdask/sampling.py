@@ -356,6 +356,7 @@ class PatchSampler:
         *,
         prefetch: int = 4,
         seed: int | None = None,
+        start: int = 0,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Yield batches ``{"image", "target"?, "clean"?}`` of ``part`` (endless by default).
 
@@ -364,20 +365,23 @@ class PatchSampler:
         ``clean`` has the target's layout with a channel axis. With an active
         ``distributed.Client`` the patches are cut on the workers; otherwise in a local
         thread pool. ``prefetch`` batches are in flight ahead of the consumer.
+
+        Batch ``k`` depends only on ``(seed, part, k)``: ``start=k`` resumes a stream
+        exactly where an interrupted one stopped.
         """
         self._check_part(part)
-        seq = np.random.SeedSequence([self.seed if seed is None else seed, PARTS.index(part)])
-        counter = itertools.count() if n_batches is None else iter(range(n_batches))
+        root = self.seed if seed is None else seed
+        stop = None if n_batches is None else start + n_batches
+        counter = itertools.count(start) if stop is None else iter(range(start, stop))
         client = _client()
         pool = None if client is not None else ThreadPoolExecutor(max(1, prefetch))
         pending: deque = deque()
 
         def submit() -> bool:
-            try:
-                next(counter)
-            except StopIteration:
+            k = next(counter, None)
+            if k is None:
                 return False
-            rng = np.random.default_rng(seq.spawn(1)[0])
+            rng = np.random.default_rng(np.random.SeedSequence([root, PARTS.index(part), k]))
             lazy = self._lazy_batch(self._draw_origins(part, batch_size, rng))
             if client is not None:
                 pending.append(client.compute(lazy))

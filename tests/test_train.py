@@ -1,0 +1,116 @@
+"""Stage-2 training: it learns, it resumes exactly, it handles every kind of network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import xctdask as xd
+from xctdask.sampling import PatchSampler
+from xctdask.train import train
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return xd.phantoms.make("fibre-composite", (40, 96, 96), seed=0)
+
+
+def _sampler(ds, **options):
+    hq = ds.hq.values
+    options.setdefault("patch", (1, 48, 48))
+    return PatchSampler(
+        hq,
+        ds.labels.values,
+        margin=2,
+        split=(0.6, 0.2, 0.2),
+        normalize=(float(hq.mean()), float(hq.std())),
+        seed=0,
+        **options,
+    )
+
+
+def test_a_tiny_unet_learns_the_hq_phantom(phantom):
+    torch.manual_seed(0)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=8)
+    net = train(net, _sampler(phantom), steps=200, lr=3e-3, val_every=50, progress=False)
+    history = net.history
+    assert len(history.loss) == 200 and history.val_step == [50, 100, 150, 200]
+    assert max(history.val_miou) >= 0.8
+    assert history.best_miou == max(history.val_miou)
+    assert np.mean(history.loss[-20:]) < np.mean(history.loss[:20])
+
+
+def test_resume_continues_the_same_history(phantom, tmp_path):
+    sampler = _sampler(phantom, patch=(1, 32, 32), context=3)
+    options = dict(
+        lr=2e-3,
+        schedule="constant",
+        val_every=10,
+        val_batches=2,
+        batch_size=4,
+        progress=False,
+        seed=3,
+    )
+    torch.manual_seed(0)
+    straight = train(
+        xd.models.build("unet2d", 1, 3, depth=2, f0=4, context=3, dropout=0.2),
+        sampler,
+        steps=40,
+        checkpoint=tmp_path / "a",
+        **options,
+    ).history
+    torch.manual_seed(0)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4, context=3, dropout=0.2)
+    train(net, sampler, steps=20, checkpoint=tmp_path / "b", **options)  # "interrupted"
+    resumed = train(
+        xd.models.build("unet2d", 1, 3, depth=2, f0=4, context=3, dropout=0.2),
+        sampler,
+        steps=40,
+        checkpoint=tmp_path / "b",
+        resume=True,
+        **options,
+    ).history
+    assert resumed.step == straight.step
+    np.testing.assert_allclose(resumed.loss, straight.loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(resumed.val_miou, straight.val_miou, rtol=1e-5)
+    assert (tmp_path / "b" / "best.pt").exists()
+
+
+def test_stacked_denoise_segment_and_pix2pix_train(phantom):
+    ds = phantom
+    lq, hq = ds.lq.values, ds.hq.values
+    m, s = float(lq.mean()), float(lq.std())
+    sampler = PatchSampler(
+        lq,
+        ds.labels.values,
+        clean=hq,
+        patch=(6, 16, 16),
+        margin=2,
+        split=(0.6, 0.2, 0.2),
+        normalize=(m, s),
+        seed=1,
+    )
+    net = xd.models.build(
+        "stacked-denseuseg", 1, 3, k0=4, growth=4, n_blocks=2, modules_per_block=1
+    )
+    net = train(net, sampler, steps=6, val_every=3, val_batches=1, batch_size=2, progress=False)
+    assert len(net.history.val_psnr) == 2 and np.isfinite(net.history.loss).all()
+    slices = _sampler(ds, patch=(1, 32, 32))
+    gan = xd.models.build("pix2pix", 1, 3, depth=2, f0=4, disc_base=4)
+    gan = train(gan, slices, steps=4, val_every=2, val_batches=1, batch_size=2, progress=False)
+    assert len(gan.history.val_miou) == 2 and np.isfinite(gan.history.loss).all()
+
+
+def test_bad_input(phantom):
+    no_target = PatchSampler(phantom.hq.values, patch=(1, 16, 16), margin=2)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    with pytest.raises(ValueError, match="target"):
+        train(net, no_target, steps=2, progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        train(net, _sampler(phantom), steps=0, progress=False)
+    stacked = xd.models.build(
+        "stacked-denseuseg", 1, 3, k0=2, growth=2, n_blocks=2, modules_per_block=1
+    )
+    with pytest.raises(ValueError, match="clean"):
+        train(stacked, _sampler(phantom, patch=(6, 16, 16)), steps=2, progress=False)
