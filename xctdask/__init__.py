@@ -31,6 +31,6 @@ __all__ = [
     "phantoms",
     "pseudo_labels",
     "pseudolabels",
-    "train",
     "save_volume",
+    "train",
 ]
