@@ -15,6 +15,7 @@ from xctdask import augment, cluster, io, losses, metrics, models, phantoms, pse
 from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
 from xctdask.sampling import PatchSampler
+from xctdask.selfcorrect import self_correct
 from xctdask.train import train
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "pseudo_labels",
     "pseudolabels",
     "save_volume",
+    "self_correct",
     "train",
 ]

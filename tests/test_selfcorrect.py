@@ -1,0 +1,73 @@
+"""Stage 3: the Unbiased-Teacher loop runs without label supervision and logs what it masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import xctdask as xd
+from xctdask.sampling import PatchSampler
+from xctdask.selfcorrect import self_correct
+from xctdask.train import train
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ds = xd.phantoms.make("fibre-composite", (40, 96, 96), seed=2)
+    lq = ds.lq.values
+    norm = (float(lq.mean()), float(lq.std()))
+    pseudo = xd.pseudo_labels(lq, 3, mask=None)
+    common = dict(patch=(1, 48, 48), margin=2, split=(0.6, 0.2, 0.2), normalize=norm, seed=0)
+    return {
+        "pseudo": PatchSampler(lq, pseudo, **common),
+        "truth": PatchSampler(lq, ds.labels.values, **common),
+        "unlabelled": PatchSampler(lq, **common),
+    }
+
+
+def test_self_correction_needs_no_labels_and_logs_confidence(setup):
+    torch.manual_seed(0)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=8, skip=False)
+    net = train(net, setup["pseudo"], steps=60, lr=3e-3, val_every=60, progress=False)
+    start = [p.clone() for p in net.parameters()]
+    teacher = self_correct(
+        net,
+        setup["unlabelled"],
+        steps=30,
+        threshold=0.7,
+        ema=0.9,
+        lr=1e-3,
+        validation=setup["truth"],
+        val_every=15,
+        progress=False,
+    )
+    h = teacher.history
+    assert len(h.loss) == 30 and np.isfinite(h.loss).all()
+    assert all(0 <= f <= 1 for f in h.masked_fraction)
+    assert all(1 / 3 <= c <= 1 for c in h.mean_confidence)
+    assert h.val_step == [15, 30] and all(0 <= m <= 1 for m in h.val_miou)
+    # the teacher moved from the stage-2 weights, and is not the student
+    moved = any(not torch.equal(a, b) for a, b in zip(start, teacher.parameters(), strict=True))
+    assert moved and teacher is not net
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_threshold_one_masks_everything_and_nothing_is_learned(setup):
+    torch.manual_seed(1)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    before = [p.clone() for p in net.parameters()]
+    teacher = self_correct(net, setup["unlabelled"], steps=3, threshold=1.0, progress=False)
+    assert teacher.history.masked_fraction == [1.0, 1.0, 1.0]
+    assert teacher.history.loss == [0.0, 0.0, 0.0]
+    # no gradient reached the student: only weight decay touched it
+    for a, b in zip(before, net.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-3)
+
+
+def test_bad_parameters(setup):
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    with pytest.raises(ValueError, match="threshold"):
+        self_correct(net, setup["unlabelled"], steps=1, threshold=2.0, progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        self_correct(net, setup["unlabelled"], steps=0, progress=False)
