@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -26,25 +25,18 @@ from xctdask import augment as aug
 from xctdask import losses
 from xctdask.sampling import PatchSampler
 from xctdask.teacher import EMATeacher
-from xctdask.train import _device, _logits, evaluate
+from xctdask.train import History, _device, _logits, evaluate
 
 __all__ = ["SelfCorrectionHistory", "self_correct"]
 
 
 @dataclass
-class SelfCorrectionHistory:
-    """Per step: student loss, teacher's mean confidence, masked fraction; validation."""
+class SelfCorrectionHistory(History):
+    """:class:`xctdask.train.History` plus, per step, the teacher's mean confidence and
+    the fraction of voxels it masked."""
 
-    step: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
     mean_confidence: list[float] = field(default_factory=list)
     masked_fraction: list[float] = field(default_factory=list)
-    val_step: list[int] = field(default_factory=list)
-    val_miou: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def self_correct(
@@ -134,6 +126,7 @@ def self_correct(
         teacher.update(net)
         history.step.append(step)
         history.loss.append(float(value.detach()))
+        history.lr.append(lr)
         history.mean_confidence.append(guess.mean_confidence)
         history.masked_fraction.append(guess.masked_fraction)
         done = step + 1
