@@ -132,9 +132,10 @@ def self_correct(
         done = step + 1
         if val is not None and (done % val_every == 0 or done == steps):
             history.val_step.append(done)
-            history.val_miou.append(
-                evaluate(teacher.module, val, int(checker.n_classes), dev)["miou"]
-            )
+            miou = evaluate(teacher.module, val, int(checker.n_classes), dev)["miou"]
+            history.val_miou.append(miou)
+            if miou > history.best_miou:
+                history.best_miou, history.best_step = miou, done
         if bar is not None:
             bar.set_postfix(
                 loss=f"{history.loss[-1]:.4f}",
