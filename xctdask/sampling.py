@@ -57,15 +57,16 @@ class _ChunkStats:
 
 
 def _chunk_stats(
-    target: np.ndarray, n_classes: int, reservoir: int, seed: int, origin: tuple[int, ...]
+    target: np.ndarray, reservoir: int, seed: int, origin: tuple[int, ...]
 ) -> _ChunkStats:
     t = np.asarray(target)
     flat = t.ravel()
     labelled = flat[flat != UNLABELLED]
-    if labelled.size and (labelled.min() < 0 or labelled.max() >= n_classes):
-        bad = labelled[(labelled < 0) | (labelled >= n_classes)][0]
-        raise ValueError(f"target holds label {bad}, outside 0..{n_classes - 1} (255 = unlabelled)")
-    counts = np.bincount(labelled.astype(np.int64), minlength=n_classes)
+    if labelled.size and (labelled.min() < 0 or labelled.max() > UNLABELLED):
+        bad = labelled[(labelled < 0) | (labelled > UNLABELLED)][0]
+        raise ValueError(f"target holds label {bad}, outside 0..254 (255 = unlabelled)")
+    # as long as the largest label here; the range check against n_classes is global
+    counts = np.bincount(labelled.astype(np.int64))
     rng = np.random.default_rng(seed)
     positions = {}
     for c in np.flatnonzero(counts):
@@ -76,12 +77,12 @@ def _chunk_stats(
     return _ChunkStats(counts, positions)
 
 
-def _stats_cell(target, n_classes, reservoir, seed, block_info=None):
+def _stats_cell(target, reservoir, seed, block_info=None):
     info = block_info[0]
     origin = tuple(start for start, _ in info["array-location"])
     block_seed = int(np.random.SeedSequence([seed, *info["chunk-location"]]).generate_state(1)[0])
     cell = np.empty((1,) * target.ndim, dtype=object)
-    cell[(0,) * target.ndim] = _chunk_stats(target, n_classes, reservoir, block_seed, origin)
+    cell[(0,) * target.ndim] = _chunk_stats(target, reservoir, block_seed, origin)
     return cell
 
 
@@ -218,18 +219,10 @@ class PatchSampler:
 
     # ------------------------------------------------------------- statistics
     def _collect(self, reservoir: int, progress: bool) -> None:
-        n_classes = self.n_classes
-        if n_classes is None:
-            top = da.where(self.target == UNLABELLED, 0, self.target).max()
-            (top,) = compute(top, progress=False)
-            n_classes = int(top) + 1
-        if not 1 <= n_classes <= 255:
-            raise ValueError(f"n_classes must be in 1..255, got {n_classes}")
-        self.n_classes = n_classes
+        """The one pass over the target: counts and reservoirs; ``n_classes`` from it."""
         cells = da.map_blocks(
             _stats_cell,
             self.target,
-            n_classes,
             reservoir,
             self.seed,
             chunks=tuple((1,) * len(c) for c in self.target.chunks),
@@ -237,7 +230,22 @@ class PatchSampler:
             meta=np.empty((0, 0, 0), dtype=object),
         )
         (table,) = compute(cells, progress=progress, description="class counts per chunk")
-        self._stats = [cell for cell in np.asarray(table).ravel()]
+        stats = list(np.asarray(table).ravel())
+        found = max(s.counts.size for s in stats)  # largest label + 1
+        if found == 0:
+            raise ValueError("the target has no labelled voxel (everything is 255)")
+        n_classes = found if self.n_classes is None else self.n_classes
+        if not 1 <= n_classes <= 255:
+            raise ValueError(f"n_classes must be in 1..255, got {n_classes}")
+        if found > n_classes:
+            raise ValueError(
+                f"target holds label {found - 1}, outside 0..{n_classes - 1} (255 = unlabelled)"
+            )
+        self.n_classes = n_classes
+        self._stats = [
+            _ChunkStats(np.pad(s.counts, (0, n_classes - s.counts.size)), s.positions)
+            for s in stats
+        ]
         self.class_counts = np.sum([s.counts for s in self._stats], axis=0)
         if not self.class_counts.any():
             raise ValueError("the target has no labelled voxel (everything is 255)")
@@ -364,7 +372,8 @@ class PatchSampler:
         ``target`` is the centre slice's labels ``(N, py, px)`` (or ``(N, pz, py, px)``);
         ``clean`` has the target's layout with a channel axis. With an active
         ``distributed.Client`` the patches are cut on the workers; otherwise in a local
-        thread pool. ``prefetch`` batches are in flight ahead of the consumer.
+        thread pool. ``prefetch`` batches are in flight ahead of the consumer: this
+        **computes** (reads the patches) as the iterator advances.
 
         Batch ``k`` depends only on ``(seed, part, k)``: ``start=k`` resumes a stream
         exactly where an interrupted one stopped.
