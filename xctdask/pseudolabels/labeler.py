@@ -212,7 +212,8 @@ class PseudoLabeler:
     def fit(self, vol: Any, y: Any = None) -> PseudoLabeler:
         """Learn the classes from ``vol``: **computes** the histogram pass.
 
-        (A multi-feature fit computes the feature sample instead.) ``y`` is ignored;
+        A multi-feature fit computes the feature sample as well (the histogram still
+        checks the data and chooses ``k`` for ``"auto"``). ``y`` is ignored;
         it is there for scikit-learn compatibility.
         """
         n, features = self._check_params()
