@@ -11,7 +11,18 @@ Examples
 
 __version__ = "0.1.0.dev0"
 
-from xctdask import augment, cluster, io, losses, metrics, models, phantoms, pseudolabels
+from xctdask import (
+    augment,
+    cluster,
+    inference,
+    io,
+    losses,
+    metrics,
+    models,
+    phantoms,
+    pseudolabels,
+)
+from xctdask.inference import predict
 from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
 from xctdask.sampling import PatchSampler
@@ -24,12 +35,14 @@ __all__ = [
     "__version__",
     "augment",
     "cluster",
+    "inference",
     "io",
     "losses",
     "metrics",
     "models",
     "open_volume",
     "phantoms",
+    "predict",
     "pseudo_labels",
     "pseudolabels",
     "save_volume",

@@ -148,4 +148,7 @@ def self_correct(
     history.seconds = time.perf_counter() - clock
     result = teacher.module
     result.history = history
+    norm = sampler.normalize or getattr(net, "normalization", None)
+    if norm is not None:
+        result.normalization = tuple(float(v) for v in norm)
     return result

@@ -321,6 +321,8 @@ def train(
     if keep_best and best_state is not None:
         net.load_state_dict(best_state)
     net.history = history
+    if sampler.normalize is not None:  # predict() maps other volumes the same way
+        net.normalization = tuple(float(v) for v in sampler.normalize)
     return net
 
 

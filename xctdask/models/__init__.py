@@ -18,6 +18,7 @@ from xctdask.models.base import Network
 from xctdask.models.denseuseg import DenseUSeg, StackedDenseUSeg
 from xctdask.models.pix2pix import PatchDiscriminator, Pix2Pix
 from xctdask.models.registry import available, build, register
+from xctdask.models.store import load, save
 from xctdask.models.unet import ConvBlock, ModularUNet
 
 __all__ = [
@@ -30,5 +31,7 @@ __all__ = [
     "StackedDenseUSeg",
     "available",
     "build",
+    "load",
     "register",
+    "save",
 ]

@@ -1,0 +1,339 @@
+"""predict: seamless, chunking-independent, MONAI-exact, lazy, every tile once."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from torch import nn
+
+import xctdask as xd
+from xctdask.inference.lattice import Lattice
+
+RNG = np.random.default_rng(0)
+VOLUME = RNG.normal(1.0, 2.0, size=(6, 70, 90)).astype(np.float32)
+
+
+class Affine(nn.Module):
+    """A known linear function of the input: 3·x − 1 on the middle context slice."""
+
+    produces = "denoised"
+
+    def __init__(self, spatial_dims: int = 2, context: int = 1):
+        super().__init__()
+        self.spatial_dims, self.context, self.in_channels = spatial_dims, context, 1
+        self.scale = nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, x):
+        middle = x[:, x.shape[1] // 2 : x.shape[1] // 2 + 1]
+        return self.scale * middle - 1
+
+
+class Counting(nn.Module):
+    """A 2-D segmenter that counts the tiles it is shown (same process only)."""
+
+    tiles_seen = 0
+    spatial_dims, in_channels, context = 2, 1, 1
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+
+    def forward(self, x):
+        type(self).tiles_seen += x.shape[0]
+        return self.conv(x)
+
+
+class FixedSize(nn.Module):
+    """Accepts only 16×16 tiles (a flattening head)."""
+
+    spatial_dims, in_channels = 2, 1
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(16 * 16, 2 * 16 * 16)
+
+    def forward(self, x):
+        return self.head(x.flatten(1)).view(x.shape[0], 2, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def net25d():
+    torch.manual_seed(0)
+    return xd.models.build("unet2d", 1, 3, depth=2, f0=4, context=3).eval()
+
+
+def _probabilities(vol, net, **kw):
+    kw = {"tile": 32, "output": "probabilities", "normalize": None} | kw
+    return xd.predict(vol, net, **kw).compute(scheduler="sync").values
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_linear_predictor_gives_the_function_of_the_whole_volume(spatial_dims):
+    vol = da.from_array(VOLUME, chunks=(2, 25, 40))
+    tile = 16 if spatial_dims == 2 else (4, 16, 16)
+    out = xd.predict(vol, Affine(spatial_dims), output="denoised", tile=tile, normalize=None)
+    np.testing.assert_allclose(out.compute(scheduler="sync").values, 3 * VOLUME - 1, atol=1e-5)
+    norm = xd.predict(vol, Affine(spatial_dims), output="denoised", tile=tile, normalize=(1, 2))
+    expected = 3 * (VOLUME - 1) / 2 - 1
+    np.testing.assert_allclose(norm.compute(scheduler="sync").values, expected, atol=1e-5)
+
+
+def test_three_chunkings_give_the_same_result(net25d):
+    results = [
+        _probabilities(da.from_array(VOLUME, chunks=c), net25d)
+        for c in [(6, 70, 90), (2, 25, 40), (1, 33, 17)]
+    ]
+    for other in results[1:]:
+        assert np.abs(other - results[0]).max() < 1e-5
+    np.testing.assert_allclose(results[0].sum(0), 1, atol=1e-5)
+
+
+def test_matches_monai_slice_by_slice(net25d):
+    from monai.inferers import sliding_window_inference
+
+    got = _probabilities(da.from_array(VOLUME, chunks=(3, 35, 45)), net25d, overlap=0.5)
+    padded = np.pad(VOLUME, ((1, 1), (0, 0), (0, 0)), mode="edge")
+    for z in range(VOLUME.shape[0]):
+        with torch.no_grad():
+            ref = sliding_window_inference(
+                torch.from_numpy(padded[z : z + 3][None]),
+                (32, 32),
+                4,
+                lambda t: torch.softmax(net25d(t), 1),
+                overlap=0.5,
+                mode="gaussian",
+            )
+        assert np.abs(ref[0].numpy() - got[:, z]).max() < 1e-5
+
+
+def test_matches_monai_in_3d():
+    from monai.inferers import sliding_window_inference
+
+    torch.manual_seed(1)
+    net = xd.models.build("unet3d", 1, 2, depth=2, f0=4).eval()
+    vol = RNG.normal(size=(20, 30, 41)).astype(np.float32)
+    got = xd.predict(
+        da.from_array(vol, chunks=(7, 16, 20)),
+        net,
+        tile=16,
+        overlap=0.25,
+        output="logits",
+        normalize=None,
+    )
+    with torch.no_grad():
+        ref = sliding_window_inference(
+            torch.from_numpy(vol[None, None]),
+            (16, 16, 16),
+            4,
+            net,
+            overlap=0.25,
+            mode="gaussian",
+        )
+    assert np.abs(ref[0].numpy() - got.compute(scheduler="sync").values).max() < 1e-5
+
+
+def test_every_lattice_tile_is_evaluated_once():
+    vol = da.from_array(VOLUME, chunks=(2, 25, 40))
+    out = xd.predict(vol, Counting(), tile=24, overlap=0.5, normalize=None)
+    Counting.tiles_seen = 0  # building the graph probed the network once, on meta tensors
+    out.compute(scheduler="threads")
+    lattice = Lattice.build(VOLUME.shape, (1, 24, 24), 0.5, "gaussian")
+    assert Counting.tiles_seen == lattice.n_tiles == out.attrs["tiles"]
+
+
+def test_graph_has_a_few_tasks_per_chunk(net25d):
+    vol = da.from_array(VOLUME, chunks=(2, 70, 90))  # slabs of whole slices
+    out = xd.predict(vol, net25d, tile=32, normalize=(0, 1))
+    extra = len(out.data.__dask_graph__()) - len(vol.__dask_graph__())
+    assert extra / vol.npartitions <= 6  # slivers from z neighbours, run, piece, blend
+    blocks = da.from_array(VOLUME, chunks=(2, 35, 45))  # 2×2 blocks per slab
+    out = xd.predict(blocks, net25d, tile=32, normalize=(0, 1))
+    extra = len(out.data.__dask_graph__()) - len(blocks.__dask_graph__())
+    assert extra / blocks.npartitions <= 16
+
+
+def test_stays_lazy(net25d, no_compute):
+    vol = da.from_array(VOLUME, chunks=(3, 35, 45))
+    with no_compute():
+        for output in ("labels", "probabilities", "confidence"):
+            out = xd.predict(vol, net25d, tile=32, output=output)  # normalize="volume"
+            assert isinstance(out.data, da.Array)
+        tri = xd.predict(vol, net25d, tile=32, axes="zyx")
+    assert tri.dtype == np.uint8
+
+
+def test_outputs_agree(net25d):
+    vol = da.from_array(VOLUME, chunks=(3, 35, 45))
+    kw = {"tile": 32, "normalize": (1.0, 2.0)}
+    p = xd.predict(vol, net25d, output="probabilities", **kw)
+    labels = xd.predict(vol, net25d, **kw)
+    confidence = xd.predict(vol, net25d, output="confidence", **kw)
+    p, labels, confidence = dask.compute(p, labels, confidence, scheduler="sync")
+    assert p.dims == ("class", "z", "y", "x") and p.dtype == np.float32
+    np.testing.assert_array_equal(labels.values, p.values.argmax(0))
+    np.testing.assert_allclose(confidence.values, p.values.max(0), atol=1e-6)
+
+
+def test_triplanar_averages_three_slicings(net25d):
+    vol = da.from_array(VOLUME[:, :40, :50], chunks=(3, 20, 25))
+    single = [_probabilities(vol, net25d, axes=a) for a in "zyx"]
+    tri = _probabilities(vol, net25d, axes="zyx")
+    np.testing.assert_allclose(tri, np.mean(single, axis=0), atol=1e-5)
+    assert not np.allclose(single[0], single[1], atol=1e-3)
+
+
+def test_volume_smaller_than_a_tile(net25d):
+    small = VOLUME[:2, :20, :30]
+    got = _probabilities(small, net25d, tile=64)
+    ref = _probabilities(small, net25d, tile=(20, 30))
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_non_finite_voxels_are_marked_and_input_is_kept(net25d):
+    vol = VOLUME.copy()
+    vol[2, 10, 10] = np.nan
+    vol[4, 50, 60] = np.inf
+    before = vol.copy()
+    labels = xd.predict(vol, net25d, tile=32).compute(scheduler="sync").values
+    assert labels[2, 10, 10] == 255 and labels[4, 50, 60] == 255
+    assert (labels != 255).sum() == labels.size - 2
+    np.testing.assert_array_equal(vol, before)
+
+
+def test_normalization_from_training_is_used(net25d):
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4, context=3).eval()
+    net.load_state_dict(net25d.state_dict())
+    net.normalization = (1.0, 2.0)
+    auto = _probabilities(VOLUME, net, normalize="auto")
+    explicit = _probabilities(VOLUME, net25d, normalize=(1.0, 2.0))
+    np.testing.assert_allclose(auto, explicit, atol=1e-6)
+    volume = _probabilities(VOLUME, net25d, normalize="volume")
+    stats = (VOLUME.astype(np.float64).mean(), VOLUME.astype(np.float64).std())
+    np.testing.assert_allclose(volume, _probabilities(VOLUME, net25d, normalize=stats), atol=1e-5)
+
+
+def test_dataarray_in_dataarray_out(net25d):
+    vol = xd.open_volume(VOLUME, voxel_size=0.5)
+    out = xd.predict(vol, net25d, tile=32)
+    assert out.dims == ("z", "y", "x") and isinstance(out, xr.DataArray)
+    np.testing.assert_array_equal(out.coords["x"], vol.coords["x"])
+    assert out.attrs["voxel_size"] == vol.attrs["voxel_size"]
+
+
+def test_stacked_network_denoises_and_segments():
+    torch.manual_seed(0)
+    net = xd.models.build(
+        "stacked-denseuseg", 1, 2, dims=2, k0=4, growth=4, n_blocks=2, modules_per_block=1
+    ).eval()
+    vol = VOLUME[:2, :32, :32]
+    denoised = xd.predict(vol, net, output="denoised", tile=16, normalize=None)
+    labels = xd.predict(vol, net, tile=16, normalize=None)
+    assert denoised.dtype == np.float32 and denoised.shape == vol.shape
+    assert labels.compute(scheduler="sync").values.max() < 2
+
+
+def test_runs_on_a_local_cluster(client, net25d):
+    vol = da.from_array(VOLUME, chunks=(3, 35, 45))
+    ref = _probabilities(vol, net25d)
+    out = xd.predict(vol, net25d, tile=32, output="probabilities", normalize=None)
+    got = client.compute(out.data).result()
+    assert np.abs(got - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "error", "match"),
+    [
+        (
+            lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
+            {"context": 3},
+            ValueError,
+            "context",
+        ),
+        (lambda: Affine(context=1), {"context": 2}, ValueError, "odd"),
+        (
+            lambda: xd.models.build(
+                "denseuseg2d", 1, 2, k0=4, growth=4, n_blocks=2, modules_per_block=1
+            ),
+            {"context": 3},
+            ValueError,
+            "does not accept",
+        ),
+        (FixedSize, {"tile": 32}, ValueError, "does not accept"),
+        (
+            lambda: xd.models.build("pix2pix", 1, 1, depth=2, f0=4),
+            {"output": "probabilities"},
+            ValueError,
+            "only denoises",
+        ),
+        (
+            lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
+            {"output": "denoised"},
+            ValueError,
+            "denoising network",
+        ),
+        (
+            lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
+            {"output": "mask"},
+            ValueError,
+            "output",
+        ),
+        (
+            lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
+            {"tile": (8, 8, 8)},
+            ValueError,
+            "tile",
+        ),
+        (
+            lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
+            {"axes": "zz"},
+            ValueError,
+            "axes",
+        ),
+        (
+            lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
+            {"blend": "cosine"},
+            ValueError,
+            "blend",
+        ),
+        (
+            lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
+            {"normalize": (0, 0)},
+            ValueError,
+            "std",
+        ),
+        (lambda: nn.Conv2d(1, 2, 3), {}, ValueError, "spatial_dims"),
+    ],
+)
+def test_bad_arguments(make, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        xd.predict(VOLUME[:2, :32, :32], make(), **kwargs)
+
+
+def test_bad_volumes(net25d):
+    with pytest.raises(ValueError, match="3-D"):
+        xd.predict(VOLUME[0], net25d)
+    with pytest.raises(TypeError, match="dtype"):
+        xd.predict(VOLUME.astype(np.complex64), net25d)
+    with pytest.raises(TypeError, match="Module"):
+        xd.predict(VOLUME, "unet2d")
+
+
+@pytest.mark.gpu
+def test_gpu_worker_path(net25d):
+    """On a GPU: CuPy chunks in, bf16 on the device, the same labels as fp32 on CPU."""
+    cupy = pytest.importorskip("cupy")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    vol = da.from_array(cupy.asarray(VOLUME), chunks=(3, 35, 45), asarray=False)
+    gpu = xd.predict(vol, net25d, tile=32, output="probabilities", normalize=(1, 2))
+    got = cupy.asnumpy(gpu.data.compute(scheduler="threads"))
+    ref = _probabilities(VOLUME, net25d, normalize=(1, 2))
+    assert np.abs(got - ref).max() < 0.05  # bf16
+    fp32 = xd.predict(
+        vol, net25d, tile=32, output="probabilities", normalize=(1, 2), precision="fp32"
+    )
+    assert np.abs(cupy.asnumpy(fp32.data.compute(scheduler="threads")) - ref).max() < 1e-4

@@ -1,0 +1,89 @@
+"""Save a zoo network to one file and load it back: weights, config, normalisation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xctdask.models.registry import build
+
+__all__ = ["load", "save"]
+
+_FORMAT = "xctdask-model"
+
+
+def save(net: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``net`` (a zoo network) to ``path``: config, weights and, when the network
+    carries them, its intensity ``normalization`` (mean, std) and ``class_names``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    ValueError
+        For a network without a ``config`` (not built by :func:`xctdask.models.build`).
+
+    Examples
+    --------
+    >>> import tempfile, os, xctdask as xd
+    >>> net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    >>> net.normalization = (0.5, 2.0)
+    >>> path = xd.models.save(net, os.path.join(tempfile.mkdtemp(), "net.pt"))
+    >>> xd.models.load(path).normalization
+    (0.5, 2.0)
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    config = getattr(net, "config", None)
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError("only networks built by xctdask.models.build can be saved")
+    from xctdask import __version__
+
+    state = {
+        "format": _FORMAT,
+        "version": __version__,
+        "config": config,
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "normalization": getattr(net, "normalization", None),
+        "class_names": getattr(net, "class_names", None),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
+    """Load a network written by :func:`save` (or a ``train`` checkpoint with a config).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not an xctdask model or checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        state: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise ValueError(f"{path} holds no network config: not an xctdask model file")
+    config = dict(state["config"])
+    weights = state.get("state_dict", state.get("model"))
+    if weights is None:
+        raise ValueError(f"{path} holds no weights")
+    net = build(config.pop("name"), **config)
+    net.load_state_dict(weights)
+    norm = state.get("normalization")
+    net.normalization = tuple(norm) if norm is not None else None
+    net.class_names = state.get("class_names")
+    return net.eval()
