@@ -146,3 +146,44 @@ def test_pseudo_labels_command(tmp_path, client, capsys):
         == 2
     )
     assert "2..255" in capsys.readouterr().err
+
+
+def test_predict_command(tmp_path, client, capsys):
+    import torch
+
+    import xctdask as xd
+
+    torch.manual_seed(0)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4, context=3)
+    net.normalization = (0.0, 1.0)
+    model = xd.models.save(net, tmp_path / "net.pt")
+    vol = np.random.default_rng(0).normal(size=(6, 40, 48)).astype(np.float32)
+    save_volume(vol, tmp_path / "vol.zarr", chunks=(3, 40, 48))
+    out = tmp_path / "labels.zarr"
+    argv = ["predict", str(tmp_path / "vol.zarr"), str(model), str(out), "--tile", "32"]
+    argv += ["--scheduler", client.scheduler.address]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tiles"] == 6 * 2 * 2
+    expected = xd.predict(vol, net.eval(), tile=32, normalize=(0.0, 1.0))
+    np.testing.assert_array_equal(open_volume(out).values, expected.compute().values)
+    assert main(argv) == 2  # the output exists: refused
+    assert "exists" in capsys.readouterr().err
+    probabilities = tmp_path / "p.zarr"
+    argv = ["predict", str(tmp_path / "vol.zarr"), str(model), str(probabilities)]
+    assert main([*argv, "--output", "confidence", "--tile", "32"]) == 0
+    confidence = open_volume(probabilities).values
+    assert confidence.dtype == np.float32 and (confidence >= 1 / 3 - 1e-6).all()
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "vol.zarr"),
+                str(tmp_path / "none.pt"),
+                str(tmp_path / "o.zarr"),
+            ]
+        )
+        == 2
+    )
+    assert "no model file" in capsys.readouterr().err

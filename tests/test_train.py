@@ -39,6 +39,11 @@ def test_a_tiny_unet_learns_the_hq_phantom(phantom):
     assert max(history.val_miou) >= 0.8
     assert history.best_miou == max(history.val_miou)
     assert np.mean(history.loss[-20:]) < np.mean(history.loss[:20])
+    hq = phantom.hq.values
+    assert net.normalization == (float(hq.mean()), float(hq.std()))
+    labels = xd.predict(phantom.hq, net, tile=48)  # uses the stored normalization
+    miou = xd.metrics.mean_iou(labels.values, phantom.labels.values, n_classes=3)
+    assert float(miou) >= 0.8
 
 
 def test_resume_continues_the_same_history(phantom, tmp_path):

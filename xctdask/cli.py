@@ -153,6 +153,45 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xctdask.inference import predict
+    from xctdask.io import open_volume, save_volume
+    from xctdask.models import load
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:  # fail before any work, touch nothing
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    net = load(args.model)
+    vol = open_volume(args.input, dataset=args.dataset)
+    result = predict(
+        vol,
+        net,
+        output=args.output_kind,
+        tile=args.tile[0] if args.tile and len(args.tile) == 1 else args.tile,
+        overlap=args.overlap,
+        blend=args.blend,
+        batch_size=args.batch_size,
+        axes=args.axes,
+        device=args.device,
+        precision=args.precision,
+    )
+    kind = "labels" if args.output_kind == "labels" else "image"
+    with _cluster(args.scheduler, args.workers):
+        written = save_volume(result, out, overwrite=args.overwrite, kind=kind)
+    report = {
+        "output": str(out),
+        "kind": args.output_kind,
+        "shape": list(result.shape),
+        "tiles": result.attrs["tiles"],
+        "tile": result.attrs["tile"],
+        "chunks_written": written.chunks_written,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xctdask.demo import run_demo
 
@@ -252,6 +291,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     cluster_options(p)
     p.set_defaults(func=_cmd_pseudo_labels)
+
+    p = sub.add_parser("predict", help="run a saved network over a volume (seamless tiles)")
+    p.add_argument("input")
+    p.add_argument("model", help="a network file from xctdask.models.save")
+    p.add_argument("output", help="Zarr store for the result")
+    p.add_argument(
+        "--output",
+        dest="output_kind",
+        choices=("labels", "probabilities", "confidence", "denoised"),
+        default="labels",
+    )
+    p.add_argument("--tile", type=int, nargs="+", help="tile size (default 256 2-D, 64 3-D)")
+    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--blend", choices=("gaussian", "linear", "constant"), default="gaussian")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--axes", default="z", help="slicing axes of a 2-D network: z, y, x or zyx")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
+    p.add_argument("--overwrite", action="store_true")
+    cluster_options(p)
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo", help="the main job on built-in defaults (phantom, local cluster)")
     p.add_argument("--out", default="xctdask-demo", help="output folder (default: %(default)s)")
