@@ -42,5 +42,5 @@ def test_refuses_to_overwrite_and_bad_files(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="config"):
         xd.models.load(tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="models.build"):
+    with pytest.raises(ValueError, match=r"models\.build"):
         xd.models.save(torch.nn.Conv2d(1, 1, 1), tmp_path / "conv.pt")
