@@ -337,3 +337,14 @@ def test_gpu_worker_path(net25d):
         vol, net25d, tile=32, output="probabilities", normalize=(1, 2), precision="fp32"
     )
     assert np.abs(cupy.asnumpy(fp32.data.compute(scheduler="threads")) - ref).max() < 1e-4
+
+
+def test_allocator_tuning_is_idempotent():
+    from xctdask.inference.runner import tune_allocator
+
+    import os
+    import sys
+
+    expected = sys.platform.startswith("linux") and os.environ.get("XCTDASK_TUNE_MALLOC") != "0"
+    assert tune_allocator() is expected
+    assert tune_allocator() is expected  # once per process, then a no-op

@@ -10,6 +10,9 @@ once) and is placed on the worker's device once per process (:func:`placed`).
 from __future__ import annotations
 
 import copy
+import ctypes
+import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -22,13 +25,44 @@ from torch import nn
 
 from xctdask.inference.lattice import Lattice
 
-__all__ = ["BlendSpec", "TileSpec", "blend_chunk", "placed", "run_tiles"]
+__all__ = ["BlendSpec", "TileSpec", "blend_chunk", "placed", "run_tiles", "tune_allocator"]
 
 Region = tuple[tuple[int, int], ...]
 
 _PLACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+_ALLOCATOR_TUNED = False
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_allocator(threshold: int = 64 * 2**20) -> bool:
+    """Let glibc serve the network's temporary buffers from the heap (once per process).
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting that
+    freezes glibc's mmap threshold at 128 KiB, so every convolution buffer is a fresh
+    ``mmap`` that page-faults on first touch. Measured on this project's 2-core machine
+    (``unet2d``, f0 = 16, batch 8 of 5×128×128, one thread): 0.27 s per batch in a
+    worker against 0.12 s in a plain process, and 0.09 s after this call. It raises
+    the mmap and trim thresholds to ``threshold`` bytes. Linux/glibc only; set the
+    environment variable ``XCTDASK_TUNE_MALLOC=0`` to leave the allocator alone.
+    Returns whether the allocator is tuned.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if not sys.platform.startswith("linux") or os.environ.get("XCTDASK_TUNE_MALLOC") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
+        ok = ok and libc.mallopt(_M_TRIM_THRESHOLD, threshold) == 1
+    except (OSError, AttributeError):
+        return False
+    _ALLOCATOR_TUNED = ok
+    return ok
 
 
 def resolve_device(device: str) -> torch.device:
@@ -103,6 +137,7 @@ def run_tiles(net: nn.Module, spec: TileSpec, parts: list[Any], stats: Any) -> l
     Returns one ``(channels, *piece_shape)`` float32 array per destination in
     ``spec.destinations`` (NumPy, or CuPy when the input chunks were CuPy).
     """
+    tune_allocator()
     device = resolve_device(spec.device)
     x, on_gpu = _assemble(spec, parts)
     x = _normalised(x.to(device), stats)
