@@ -340,10 +340,10 @@ def test_gpu_worker_path(net25d):
 
 
 def test_allocator_tuning_is_idempotent():
-    from xctdask.inference.runner import tune_allocator
-
     import os
     import sys
+
+    from xctdask.inference.runner import tune_allocator
 
     expected = sys.platform.startswith("linux") and os.environ.get("XCTDASK_TUNE_MALLOC") != "0"
     assert tune_allocator() is expected
