@@ -21,6 +21,7 @@ from xctdask import (
     models,
     phantoms,
     pseudolabels,
+    viz,
 )
 from xctdask.inference import predict
 from xctdask.io import open_volume, save_volume
@@ -48,4 +49,5 @@ __all__ = [
     "save_volume",
     "self_correct",
     "train",
+    "viz",
 ]
