@@ -348,3 +348,19 @@ def test_allocator_tuning_is_idempotent():
     expected = sys.platform.startswith("linux") and os.environ.get("XCTDASK_TUNE_MALLOC") != "0"
     assert tune_allocator() is expected
     assert tune_allocator() is expected  # once per process, then a no-op
+
+
+def test_the_network_is_one_piece_of_task_data(net25d):
+    import pickle
+
+    from dask.core import get_dependencies
+
+    vol = da.from_array(VOLUME, chunks=(2, 35, 45))
+    out = xd.predict(vol, net25d, tile=32, normalize=(0, 1), axes="zy")
+    graph = dict(out.data.__dask_graph__())
+    model_keys = [k for k in graph if isinstance(k, str) and k.startswith("xctdask-model-")]
+    assert len(model_keys) == 1  # shared by both slicings
+    runs = [k for k in graph if isinstance(k, tuple) and k[0].endswith("-run")]
+    assert runs and all(model_keys[0] in get_dependencies(graph, k) for k in runs)
+    model_bytes = len(pickle.dumps(net25d))
+    assert max(len(pickle.dumps(graph[k])) for k in runs) < model_bytes / 10

@@ -31,7 +31,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from torch import nn
 
-from xctdask.backend import as_dask, unwrap, validate_volume
+from xctdask.backend import as_dask, is_cupy, unwrap, validate_volume
 from xctdask.inference.lattice import BLENDS, Lattice
 from xctdask.inference.runner import BlendSpec, TileSpec, blend_chunk, finish, run_tiles
 
@@ -275,7 +275,10 @@ def _slicing(
     else:
         dtype = np.float32
         chunks = ((channels,), *vol.chunks) if lead else vol.chunks
-    meta = np.empty((0,) * len(chunks), dtype=dtype)
+    xp = np
+    if is_cupy(vol):  # the blend returns CuPy blocks for CuPy input
+        import cupy as xp
+    meta = xp.empty((0,) * len(chunks), dtype=dtype)
     return da.Array(graph, name, chunks, dtype=dtype, meta=meta)
 
 
