@@ -27,12 +27,14 @@ from xctdask.inference import predict
 from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
 from xctdask.sampling import PatchSampler
+from xctdask.segment import Segmenter, segment
 from xctdask.selfcorrect import self_correct
 from xctdask.train import train
 
 __all__ = [
     "PatchSampler",
     "PseudoLabeler",
+    "Segmenter",
     "__version__",
     "augment",
     "cluster",
@@ -47,6 +49,7 @@ __all__ = [
     "pseudo_labels",
     "pseudolabels",
     "save_volume",
+    "segment",
     "self_correct",
     "train",
     "viz",

@@ -1,0 +1,109 @@
+"""segment / Segmenter: unsupervised, sparse labels, clean scan, 4-D, save/load, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xctdask as xd
+
+SMALL = {"patch": 48, "depth": 2, "f0": 8, "context": 3, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return xd.phantoms.make("fibre-composite", (32, 96, 96), seed=1)
+
+
+def _matched_miou(labels, truth, n=3):
+    labels, truth = np.asarray(labels), np.asarray(truth)
+    mapping = xd.metrics.match_labels(labels, truth, n, n)
+    return float(xd.metrics.mean_iou(xd.metrics.apply_mapping(labels, mapping), truth, n_classes=n))
+
+
+@pytest.fixture(scope="module")
+def unsupervised(phantom):
+    return xd.Segmenter(3, steps=150, steps_self_correct=40, **SMALL).fit(phantom.hq)
+
+
+def test_unsupervised_pipeline_segments_the_phantom(unsupervised, phantom, no_compute):
+    with no_compute():
+        labels = unsupervised.transform(phantom.hq)  # lazy
+    assert labels.dtype == np.uint8 and labels.dims == ("z", "y", "x")
+    assert unsupervised.mode_ == "unsupervised"
+    assert set(unsupervised.history) == {"stage2", "stage3"}
+    assert _matched_miou(labels.values, phantom.labels.values) >= 0.8
+
+
+def test_sparse_labels_train_a_supervised_network(phantom):
+    truth = phantom.labels.values
+    sparse = np.full_like(truth, 255)
+    annotated = [3, 9, 15, 21, 27]
+    sparse[annotated] = truth[annotated]
+    before = sparse.copy()
+    labels = xd.segment(phantom.hq, 3, labels=sparse, steps=150, **SMALL)
+    np.testing.assert_array_equal(sparse, before)  # input untouched
+    miou = xd.metrics.mean_iou(labels.values, truth, n_classes=3)  # no matching needed
+    assert float(miou) >= 0.8
+
+
+def test_clean_scan_trains_the_stacked_network(phantom):
+    seg = xd.Segmenter(3, steps=10, patch=32, depth=2, f0=4, progress=False)
+    seg.fit(phantom.lq, clean=phantom.hq)
+    assert seg.mode_ == "unsupervised+denoise"
+    assert seg.network_.config["name"] == "stacked-denseuseg"
+    denoised = seg.transform(phantom.lq[:8], output="denoised")
+    assert denoised.dtype == np.float32 and denoised.shape == (8, 96, 96)
+    assert np.isfinite(denoised.values).all()
+
+
+def test_time_series_and_save_load(unsupervised, phantom, tmp_path):
+    series = xr.concat([phantom.hq[:8], phantom.lq[:8]], dim="t")
+    labels = unsupervised.transform(series)
+    assert labels.dims == ("t", "z", "y", "x") and labels.shape == (2, 8, 96, 96)
+    np.testing.assert_array_equal(labels[1].values, unsupervised.transform(phantom.lq[:8]).values)
+    path = unsupervised.save(tmp_path / "seg.pt")
+    back = xd.Segmenter.load(path)
+    assert back.normalization_ == unsupervised.normalization_
+    assert back.mode_ == "unsupervised" and back.history == unsupervised.history
+    np.testing.assert_array_equal(back.transform(phantom.lq[:8]).values, labels[1].values)
+    with pytest.raises(FileExistsError):
+        unsupervised.save(path)
+
+
+def test_normalization_comes_from_the_histogram(unsupervised, phantom):
+    hq = phantom.hq.values
+    lab = xd.PseudoLabeler(3, mask="cylinder").fit(hq).predict(hq)
+    inside = hq[lab != 255]
+    mean, std = unsupervised.normalization_
+    assert abs(mean - inside.mean()) < 0.01 * inside.std()
+    assert abs(std - inside.std()) < 0.01 * inside.std()
+
+
+def test_bad_input(phantom, tmp_path):
+    hq, truth = phantom.hq.values, phantom.labels.values
+    with pytest.raises(ValueError, match="shape"):
+        xd.segment(hq, 3, labels=truth[:, :50], **SMALL)
+    with pytest.raises(ValueError, match="shape"):
+        xd.segment(hq, 3, clean=hq[:10], **SMALL)
+    bad = truth.copy()
+    bad[0, 0, 0] = 7
+    with pytest.raises(ValueError, match=r"outside 0\.\.2"):
+        xd.segment(hq, 3, labels=bad, **SMALL)
+    with pytest.raises(ValueError, match="no labelled voxel"):
+        xd.segment(hq, 3, labels=np.full_like(truth, 255), **SMALL)
+    with pytest.raises(TypeError, match="integers"):
+        xd.segment(hq, 3, labels=truth.astype(np.float32), **SMALL)
+    with pytest.raises(ValueError, match="n_classes"):
+        xd.segment(hq, 1, **SMALL)
+    with pytest.raises(ValueError, match="3-D"):
+        xd.segment(hq[0], 3, **SMALL)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        xd.Segmenter(3).transform(hq)
+    with pytest.raises(FileNotFoundError):
+        xd.Segmenter.load(tmp_path / "missing.pt")
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    xd.models.save(net, tmp_path / "net.pt")
+    with pytest.raises(ValueError, match="not an xctdask Segmenter"):
+        xd.Segmenter.load(tmp_path / "net.pt")

@@ -1,0 +1,395 @@
+"""``segment`` and ``Segmenter``: the whole pipeline behind one call.
+
+* **No labels** (unsupervised): stage-1 pseudo labels (k-means on the histogram, inside
+  the field of view) → stage 2 (a network trained on them) → stage 3 (Unbiased-Teacher
+  self-correction) → seamless inference (:func:`xctdask.predict`).
+* **Labels**, sparse (a few annotated slices, 255 elsewhere) or dense: supervised
+  training, then inference.
+* **clean** (a high-quality scan of the same sample, aligned): the stacked
+  denoise+segment network, trained to map the low-quality scan to the clean scan and to
+  the labels (given, or pseudo labels of the clean scan).
+
+``Segmenter`` fits once and transforms many volumes, e.g. every time step of a 4D
+``(t, z, y, x)`` series with the network trained on the high-quality scan. The global
+intensity normalisation (mean and std of the fitted volume, from the histogram pass)
+is stored with the network, so other volumes map the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import torch
+import xarray as xr
+
+from xctdask.backend import as_dask, check_same_shape, unwrap, validate_volume
+
+__all__ = ["Segmenter", "segment"]
+
+_FORMAT = "xctdask-segmenter"
+
+
+def _stage(progress: bool, text: str) -> None:
+    if progress:
+        import sys
+
+        print(f"[xctdask] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Segmenter:
+    """Fit once (on an HQ scan, a few annotated slices, or nothing), transform many.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of classes (phases).
+    model : str
+        A 2-D/2.5-D or 3-D network of the zoo: ``"unet2d"`` (default), ``"unet3d"``,
+        ``"denseuseg2d"``; with ``clean`` the stacked network is used instead.
+    context : int
+        Adjacent slices a 2.5D network sees (odd; 1 for plain 2-D).
+    skip : bool
+        U-Net skip connections (off by default: the Modular U-Net study found the
+        network without skips more robust to noise and few labels).
+    depth, f0 : int
+        U-Net depth and first-level feature maps.
+    patch : int
+        Training patch size in y and x (and z for 3-D networks, capped by the volume).
+    steps, steps_self_correct : int
+        Optimisation steps of stage 2 and of stage 3 (0 skips stage 3).
+    lr, lr_self_correct : float
+        Learning rates of stage 2 and stage 3.
+    threshold, ema : float
+        Stage-3 teacher confidence threshold and EMA decay.
+    pseudo_method : {"kmeans", "otsu", "gmm"}
+        Stage-1 clustering; ``mask="cylinder"`` keeps it inside the field of view.
+    tile, overlap, axes, batch_size : inference settings of :func:`xctdask.predict`.
+    class_names : list of str, optional
+    seed : int
+    progress : bool
+        Progress per stage on stderr, bars for training.
+
+    Examples
+    --------
+    >>> import xctdask as xd
+    >>> ds = xd.phantoms.make("fibre-composite", (24, 64, 64), seed=0)
+    >>> seg = xd.Segmenter(3, steps=20, steps_self_correct=10, patch=32, depth=2, f0=4,
+    ...                    context=3, progress=False).fit(ds.hq)
+    >>> labels = seg.transform(ds.lq)   # lazy
+    >>> labels.dtype, labels.shape
+    (dtype('uint8'), (24, 64, 64))
+    """
+
+    n_classes: int = 3
+    model: str = "unet2d"
+    context: int = 7
+    skip: bool = False
+    depth: int = 4
+    f0: int = 16
+    patch: int = 128
+    steps: int = 600
+    steps_self_correct: int = 300
+    lr: float = 3e-3
+    lr_self_correct: float = 1e-4
+    threshold: float = 0.9
+    ema: float = 0.999
+    batch_size: int = 8
+    pseudo_method: str = "kmeans"
+    mask: str | None = "cylinder"
+    tile: int | None = None
+    overlap: float = 0.5
+    axes: str = "z"
+    class_names: list[str] | None = None
+    seed: int = 0
+    progress: bool = True
+    history: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ fitting
+    def _check(self, vol: Any, labels: Any, clean: Any) -> None:
+        if not isinstance(self.n_classes, int) or not 2 <= self.n_classes <= 254:
+            raise ValueError(f"n_classes must be an integer in [2, 254], got {self.n_classes!r}")
+        validate_volume(vol)
+        for other, name in ((labels, "labels"), (clean, "clean")):
+            if other is not None:
+                validate_volume(other, name=name)
+                check_same_shape(other, vol, (name, "volume"))
+        if labels is not None:
+            dtype = np.dtype(unwrap(labels).dtype)
+            if dtype.kind not in "iub":
+                raise TypeError(f"labels must be integers (255 = unlabelled), got {dtype}")
+
+    def _check_label_values(self, labels: Any) -> None:
+        """One pass over the labels: values must be < n_classes or 255."""
+        data = as_dask(unwrap(labels))
+        valid = (data < self.n_classes) | (data == 255)
+        bad_values = da.unique(da.where(valid, 255, data))
+        n_bad, n_labelled, found = da.compute((~valid).sum(), (data != 255).sum(), bad_values)
+        if n_bad:
+            found = np.asarray(found)[np.asarray(found) != 255]
+            raise ValueError(
+                f"labels hold {int(n_bad)} voxels with values {found.tolist()[:8]} outside "
+                f"0..{self.n_classes - 1} (255 marks unlabelled voxels)"
+            )
+        if n_labelled == 0:
+            raise ValueError("labels hold no labelled voxel (all 255)")
+
+    def fit(self, vol: Any, labels: Any = None, clean: Any = None) -> Segmenter:
+        """Train the network on ``vol`` (**computes**: the histogram pass, the sampler's
+        statistics pass and training).
+
+        Parameters
+        ----------
+        vol : array or DataArray
+            The volume to learn from (with ``clean``: the low-quality scan).
+        labels : array, optional
+            Dense or sparse labels (255 = unlabelled); none for the unsupervised path.
+        clean : array, optional
+            A high-quality scan of the same sample, aligned with ``vol``.
+        """
+        from xctdask import models
+        from xctdask.pseudolabels import PseudoLabeler
+        from xctdask.sampling import PatchSampler
+        from xctdask.selfcorrect import self_correct
+        from xctdask.train import train
+
+        self._check(vol, labels, clean)
+        if labels is not None:
+            self._check_label_values(labels)
+        torch.manual_seed(self.seed)
+        source = clean if clean is not None else vol
+        _stage(self.progress, "histogram pass and intensity normalisation")
+        labeler = PseudoLabeler(self.n_classes, self.pseudo_method, mask=self.mask).fit(source)
+        self.normalization_ = _histogram_stats(labeler.histogram_)
+        if clean is not None:  # the network sees the LQ scan: normalise it by its own stats
+            lq_stats = PseudoLabeler(self.n_classes, self.pseudo_method, mask=self.mask).fit(vol)
+            self.normalization_ = _histogram_stats(lq_stats.histogram_)
+            self.clean_normalization_ = _histogram_stats(labeler.histogram_)
+        self.pseudo_labeler_ = labeler
+        if labels is None:
+            _stage(self.progress, "stage 1: pseudo labels")
+            target = labeler.predict(source)
+            self.mode_ = "unsupervised"
+        else:
+            target = labels
+            self.mode_ = "supervised"
+        if clean is not None:
+            self.mode_ += "+denoise"
+        nz = unwrap(vol).shape[0]
+        three_d = self.model in ("unet3d", "denseuseg")
+        py = min(self.patch, *unwrap(vol).shape[1:])
+        if three_d:
+            patch, context = (min(self.patch, max(nz // 4, 8)), py, py), 1
+        else:  # 2.5D context for the U-Net; other 2-D networks see single slices
+            unet = self.model == "unet2d" and clean is None
+            patch, context = (1, py, py), self.context if unet else 1
+        if clean is not None:
+            clean_data = (as_dask(unwrap(clean)) - self.clean_normalization_[0]) / (
+                self.clean_normalization_[1]
+            )
+            clean_data = clean_data * self.normalization_[1] + self.normalization_[0]
+        else:
+            clean_data = None
+        sampler = PatchSampler(
+            vol,
+            target,
+            clean=clean_data,
+            patch=patch,
+            context=context,
+            n_classes=self.n_classes,
+            split=(0.8, 0.2, 0.0),  # validation picks the best weights; no test slab
+            normalize=self.normalization_,
+            seed=self.seed,
+        )
+        if clean is not None:
+            net = models.build(
+                "stacked-denseuseg",
+                1,
+                self.n_classes,
+                dims=3 if three_d else 2,
+                k0=self.f0,
+                growth=self.f0,
+                n_blocks=self.depth,
+                modules_per_block=2,
+            )
+        elif self.model in ("unet2d", "unet3d"):
+            net = models.build(
+                self.model,
+                1,
+                self.n_classes,
+                depth=self.depth,
+                f0=self.f0,
+                skip=self.skip,
+                context=context if not three_d else 1,
+            )
+        else:
+            net = models.build(self.model, 1, self.n_classes)
+        _stage(self.progress, f"stage 2: training {net.config['name']} for {self.steps} steps")
+        net = train(
+            net,
+            sampler,
+            steps=self.steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            progress=self.progress,
+        )
+        self.history["stage2"] = net.history.to_dict()
+        if labels is None and clean is None and self.steps_self_correct > 0:
+            _stage(self.progress, f"stage 3: self-correction for {self.steps_self_correct} steps")
+            net = self_correct(
+                net,
+                sampler,
+                steps=self.steps_self_correct,
+                threshold=self.threshold,
+                ema=self.ema,
+                lr=self.lr_self_correct,
+                batch_size=self.batch_size,
+                strong=StrongAugment(ops=("contrast", "noise", "blur")),
+                seed=self.seed,
+                progress=self.progress,
+            )
+            self.history["stage3"] = net.history.to_dict()
+        net.normalization = self.normalization_
+        net.class_names = self.class_names
+        self.network_ = net.eval()
+        return self
+
+    # ---------------------------------------------------------------- inference
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise RuntimeError("this Segmenter is not fitted: call fit() or load() first")
+
+    def transform(self, vol: Any, *, output: str = "labels") -> xr.DataArray:
+        """Segment a volume, or every time step of a ``(t, z, y, x)`` series, lazily.
+
+        The stored normalisation maps ``vol`` like the fitted volume. Returns uint8
+        labels (or ``output`` of :func:`xctdask.predict`); for a 4-D input a ``t`` dim
+        leads.
+        """
+        from xctdask.inference import predict
+
+        self._require_fitted()
+        data = unwrap(vol)
+        if getattr(data, "ndim", 0) == 4:
+            steps = [
+                vol[t] if isinstance(vol, xr.DataArray) else data[t] for t in range(data.shape[0])
+            ]
+            parts = [self.transform(s, output=output) for s in steps]
+            return xr.concat(parts, dim="t")
+        return predict(
+            vol,
+            self.network_,
+            output=output,
+            tile=self.tile,
+            overlap=self.overlap,
+            axes=self.axes,
+            batch_size=self.batch_size,
+            normalize=self.normalization_,
+        )
+
+    def fit_transform(self, vol: Any, labels: Any = None, clean: Any = None) -> xr.DataArray:
+        return self.fit(vol, labels, clean).transform(vol)
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """One file: weights, network config, normalisation, class names, settings,
+        training history and the xctdask version."""
+        from xctdask import __version__
+
+        self._require_fitted()
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        settings = {k: v for k, v in asdict(self).items() if k != "history"}
+        state = {
+            "format": _FORMAT,
+            "version": __version__,
+            "settings": json.dumps(settings),
+            "history": json.dumps(self.history),
+            "mode": self.mode_,
+            "config": self.network_.config,
+            "state_dict": {k: v.cpu() for k, v in self.network_.state_dict().items()},
+            "normalization": list(self.normalization_),
+            "class_names": self.class_names,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Segmenter:
+        """Load a Segmenter written by :meth:`save`."""
+        from xctdask.models import build
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no segmenter file at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not an xctdask Segmenter file")
+        seg = cls(**json.loads(state["settings"]))
+        seg.history = json.loads(state["history"])
+        config = dict(state["config"])
+        net = build(config.pop("name"), **config)
+        net.load_state_dict(state["state_dict"])
+        seg.normalization_ = tuple(state["normalization"])
+        net.normalization, net.class_names = seg.normalization_, state["class_names"]
+        seg.network_, seg.mode_ = net.eval(), state["mode"]
+        return seg
+
+
+def _histogram_stats(hist: Any) -> tuple[float, float]:
+    """Mean and std of the voxels a histogram counted (bin centres, weighted)."""
+    counts = np.asarray(hist.counts, dtype=np.float64)
+    edges = np.asarray(hist.edges, dtype=np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    total = counts.sum()
+    mean = float((counts * centres).sum() / total)
+    std = float(np.sqrt((counts * (centres - mean) ** 2).sum() / total))
+    return mean, max(std, 1e-12)
+
+
+def segment(
+    vol: Any,
+    n_classes: int = 3,
+    *,
+    labels: Any = None,
+    clean: Any = None,
+    model: str = "unet2d",
+    context: int = 7,
+    skip: bool = False,
+    **options: Any,
+) -> xr.DataArray:
+    """Segment a volume end to end and return lazy uint8 labels.
+
+    With no ``labels``, the unsupervised pipeline (pseudo labels → stage 2 → stage 3 →
+    inference); with sparse or dense ``labels``, supervised training then inference;
+    with ``clean`` (an HQ scan of the same sample), the stacked denoise+segment network.
+    Training **computes** (see :meth:`Segmenter.fit`); the labels returned are lazy.
+
+    ``options`` are further :class:`Segmenter` settings (steps, patch, depth, f0, ...).
+
+    Examples
+    --------
+    >>> import xctdask as xd
+    >>> ds = xd.phantoms.make("fibre-composite", (24, 64, 64), seed=0)
+    >>> labels = xd.segment(ds.hq, 3, steps=20, steps_self_correct=10, patch=32,
+    ...                     depth=2, f0=4, context=3, progress=False)
+    >>> labels.dims
+    ('z', 'y', 'x')
+    """
+    seg = Segmenter(n_classes, model=model, context=context, skip=skip, **options)
+    result = seg.fit(vol, labels, clean).transform(vol)
+    result.attrs["segmenter_history"] = json.dumps(seg.history)
+    return result
