@@ -251,7 +251,6 @@ class Segmenter:
                 ema=self.ema,
                 lr=self.lr_self_correct,
                 batch_size=self.batch_size,
-                strong=StrongAugment(ops=("contrast", "noise", "blur")),
                 seed=self.seed,
                 progress=self.progress,
             )
