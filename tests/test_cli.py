@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,7 +70,8 @@ def test_unknown_format_is_a_clean_error(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    result = _run("demo", "--out", str(out), "--shape", "8", "64", "64", "--workers", "1")
+    small = ("--shape", "24", "64", "64", "--steps", "30", "--steps-self-correct", "10")
+    result = _run("demo", "--out", str(out), *small, "--workers", "1")
     assert result.returncode == 0, result.stderr
     assert "Dask dashboard" in result.stderr
     report = json.loads((out / "report.json").read_text())
@@ -77,9 +79,14 @@ def test_demo_command_end_to_end(tmp_path):
     # stage 1 on the HQ scan is close to its intensity-only ceiling
     assert report["hq"]["pseudo_labels_miou"] > 0.8
     assert open_volume(out / "pseudo_labels_lq.zarr").dtype == np.uint8
-    assert open_volume(out / "labels.zarr").shape == (8, 64, 64)
-    assert open_volume(out / "hq.zarr", level=1).shape == (4, 32, 32)
-    again = _run("demo", "--out", str(out), "--shape", "8", "64", "64", "--workers", "1")
+    assert open_volume(out / "labels.zarr").shape == (24, 64, 64)
+    assert open_volume(out / "hq.zarr", level=1).shape == (12, 32, 32)
+    final = open_volume(out / "segmented_lq.zarr").values
+    assert final.shape == (24, 64, 64) and final.max() < 3
+    assert 0 <= report["lq"]["final_labels_miou"] <= 1
+    for figure in report["figures"]:
+        assert Path(figure).read_bytes()[:4] == b"\x89PNG"
+    again = _run("demo", "--out", str(out), *small, "--workers", "1")
     assert again.returncode == 2 and "exists" in again.stderr
 
 
@@ -187,3 +194,68 @@ def test_predict_command(tmp_path, client, capsys):
         == 2
     )
     assert "no model file" in capsys.readouterr().err
+
+
+FAST_TRAIN = ["--classes", "3", "--steps", "20", "--steps-self-correct", "5", "--patch", "32"]
+FAST_TRAIN += ["--depth", "2", "--f0", "4", "--context", "3", "--tile", "64"]
+
+
+def test_train_then_segment_with_the_saved_segmenter(tmp_path, client, capsys):
+    from xctdask import phantoms
+
+    ds = phantoms.make("fibre-composite", (24, 64, 64), seed=4)
+    save_volume(ds.hq, tmp_path / "hq.zarr", chunks=(8, 64, 64), progress=False)
+    truth = ds.labels.values
+    sparse = np.full_like(truth, 255)
+    sparse[[4, 12, 20]] = truth[[4, 12, 20]]
+    save_volume(sparse, tmp_path / "ann.zarr", chunks=(8, 64, 64), progress=False)
+    address = ["--scheduler", client.scheduler.address]
+    model = tmp_path / "seg.pt"
+    argv = ["train", str(tmp_path / "hq.zarr"), str(model), "--labels", str(tmp_path / "ann.zarr")]
+    assert main([*argv, *FAST_TRAIN, *address]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "supervised" and model.is_file()
+    out = tmp_path / "labels.zarr"
+    argv = ["segment", str(tmp_path / "hq.zarr"), str(out), "--segmenter", str(model), *address]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "supervised"
+    from xctdask.segment import Segmenter
+
+    expected = Segmenter.load(model).transform(open_volume(tmp_path / "hq.zarr")).compute()
+    np.testing.assert_array_equal(open_volume(out).values, expected.values)
+
+
+def test_segment_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, client, capsys):
+    vol = np.random.default_rng(0).normal(size=(24, 48, 48)).astype(np.float32)
+    save_volume(vol, tmp_path / "vol.zarr", progress=False)
+    save_volume(np.zeros((24, 40, 48), np.uint8), tmp_path / "short.zarr", progress=False)
+    wrong = np.zeros((24, 48, 48), np.uint8)
+    wrong[3, 4, 5] = 9
+    save_volume(wrong, tmp_path / "wrong.zarr", progress=False)
+    address = ["--scheduler", client.scheduler.address]
+    base = ["segment", str(tmp_path / "vol.zarr")]
+    cases = [
+        ([str(tmp_path / "o1.zarr"), "--labels", str(tmp_path / "short.zarr")], "shape"),
+        ([str(tmp_path / "o2.zarr"), "--clean", str(tmp_path / "short.zarr")], "shape"),
+        ([str(tmp_path / "o3.zarr"), "--labels", str(tmp_path / "wrong.zarr")], "outside 0..2"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra, *FAST_TRAIN, *address]) == 2
+        assert message in capsys.readouterr().err
+        assert not Path(extra[0]).exists()
+    existing = tmp_path / "existing.zarr"
+    save_volume(np.ones((2, 2, 2), np.uint8), existing, progress=False)
+    before = open_volume(existing).values.copy()
+    assert main([*base, str(existing), *FAST_TRAIN, *address]) == 2
+    assert "exists" in capsys.readouterr().err
+    np.testing.assert_array_equal(open_volume(existing).values, before)
+    unreachable = [
+        *base,
+        str(tmp_path / "o4.zarr"),
+        *FAST_TRAIN,
+        "--scheduler",
+        "tcp://127.0.0.1:1",
+    ]
+    assert main(unreachable) == 2
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+    assert not (tmp_path / "o4.zarr").exists()

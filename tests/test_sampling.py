@@ -75,6 +75,12 @@ def test_sparse_labels_never_give_an_all_unlabelled_patch():
     for batch in sampler.batches("train", batch_size=32, n_batches=5):
         labelled = (batch["target"] != 255).flatten(1).any(dim=1)
         assert bool(labelled.all())
+    assert sampler.has_labels("train") and not sampler.has_labels("validation")
+    split = PatchSampler(image, sparse, patch=(1, 12, 12), context=3, margin=2, seed=4)
+    assert split.slabs["validation"][0] > 33  # the last annotated slice is in train
+    assert not split.has_labels("validation")
+    with pytest.raises(ValueError, match="no labelled voxel"):
+        next(iter(split.batches("validation", batch_size=2, n_batches=1)))
 
 
 def test_patches_show_the_volume_where_they_say():

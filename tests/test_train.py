@@ -19,11 +19,11 @@ def phantom():
 def _sampler(ds, **options):
     hq = ds.hq.values
     options.setdefault("patch", (1, 48, 48))
+    options.setdefault("split", (0.6, 0.2, 0.2))
     return PatchSampler(
         hq,
         ds.labels.values,
         margin=2,
-        split=(0.6, 0.2, 0.2),
         normalize=(float(hq.mean()), float(hq.std())),
         seed=0,
         **options,
@@ -119,3 +119,13 @@ def test_bad_input(phantom):
     )
     with pytest.raises(ValueError, match="clean"):
         train(stacked, _sampler(phantom, patch=(6, 16, 16)), steps=2, progress=False)
+
+
+def test_trains_without_a_validation_slab(phantom):
+    sampler = _sampler(phantom, patch=(1, 32, 32), split=(1.0, 0.0, 0.0))
+    assert not sampler.has_labels("validation") and sampler.has_labels("train")
+    torch.manual_seed(0)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    net = train(net, sampler, steps=12, val_every=5, batch_size=2, progress=False)
+    assert net.history.val_step == [] and len(net.history.loss) == 12
+    assert net.history.best_step == -1  # nothing validated: the last weights are kept

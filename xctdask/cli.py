@@ -192,6 +192,84 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segmenter_from(args: argparse.Namespace):
+    from xctdask.segment import Segmenter
+
+    return Segmenter(
+        args.classes,
+        model=args.model,
+        context=args.context,
+        skip=args.skip,
+        depth=args.depth,
+        f0=args.f0,
+        patch=args.patch,
+        steps=args.steps,
+        steps_self_correct=args.steps_self_correct,
+        tile=args.tile,
+        axes=args.axes,
+        seed=args.seed,
+    )
+
+
+def _fit(args: argparse.Namespace):
+    from xctdask.io import open_volume
+
+    vol = open_volume(args.input, dataset=args.dataset)
+    labels = open_volume(args.labels) if args.labels else None
+    clean = open_volume(args.clean) if args.clean else None
+    return vol, _segmenter_from(args).fit(vol, labels, clean)
+
+
+def _refuse_existing(*paths: str | None, overwrite: bool) -> None:
+    from pathlib import Path
+
+    for path in paths:
+        if path and Path(path).exists() and not overwrite:  # fail before any work
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _refuse_existing(args.segmenter, overwrite=args.overwrite)
+    with _cluster(args.scheduler, args.workers):
+        _, seg = _fit(args)
+    seg.save(args.segmenter, overwrite=args.overwrite)
+    stage = seg.history.get("stage3", seg.history["stage2"])
+    report = {
+        "segmenter": str(args.segmenter),
+        "mode": seg.mode_,
+        "network": seg.network_.config["name"],
+        "normalization": list(seg.normalization_),
+        "best_validation_miou": stage.get("best_miou"),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from xctdask.io import open_volume, save_volume
+    from xctdask.segment import Segmenter
+
+    _refuse_existing(args.output, args.save_segmenter, overwrite=args.overwrite)
+    with _cluster(args.scheduler, args.workers):
+        if args.segmenter:
+            seg = Segmenter.load(args.segmenter)
+            vol = open_volume(args.input, dataset=args.dataset)
+        else:
+            vol, seg = _fit(args)
+        result = save_volume(
+            seg.transform(vol), args.output, overwrite=args.overwrite, kind="labels"
+        )
+    if args.save_segmenter:
+        seg.save(args.save_segmenter, overwrite=args.overwrite)
+    report = {
+        "output": str(args.output),
+        "mode": seg.mode_,
+        "chunks_written": result.chunks_written,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xctdask.demo import run_demo
 
@@ -201,6 +279,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             kind=args.kind,
             shape=tuple(args.shape),
             seed=args.seed,
+            steps=args.steps,
+            steps_self_correct=args.steps_self_correct,
             overwrite=args.overwrite,
         )
     print(json.dumps(report, indent=2))
@@ -314,11 +394,47 @@ def _parser() -> argparse.ArgumentParser:
     cluster_options(p)
     p.set_defaults(func=_cmd_predict)
 
+    def training_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--classes", type=int, default=3, help="number of classes (default 3)")
+        p.add_argument("--labels", help="dense or sparse labels (255 = unlabelled)")
+        p.add_argument("--clean", help="a high-quality scan of the same sample (stacked net)")
+        p.add_argument("--model", default="unet2d", help="network of the zoo (default unet2d)")
+        p.add_argument("--context", type=int, default=7, help="2.5D slices (default 7)")
+        p.add_argument("--skip", action="store_true", help="U-Net skip connections")
+        p.add_argument("--depth", type=int, default=4)
+        p.add_argument("--f0", type=int, default=16)
+        p.add_argument("--patch", type=int, default=128)
+        p.add_argument("--steps", type=int, default=600, help="stage-2 steps")
+        p.add_argument("--steps-self-correct", type=int, default=300, help="stage-3 steps")
+        p.add_argument("--tile", type=int, help="inference tile (default 256 2-D, 64 3-D)")
+        p.add_argument("--axes", default="z", help="slicing axes: z, y, x or zyx")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
+        p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("train", help="fit a Segmenter (unsupervised, labels, or clean scan)")
+    p.add_argument("input")
+    p.add_argument("segmenter", help="file to write the fitted Segmenter to")
+    training_options(p)
+    cluster_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("segment", help="segment a volume end to end (train, then infer)")
+    p.add_argument("input")
+    p.add_argument("output", help="Zarr store for the uint8 labels")
+    p.add_argument("--segmenter", help="use this fitted Segmenter instead of training")
+    p.add_argument("--save-segmenter", metavar="FILE", help="also write the Segmenter")
+    training_options(p)
+    cluster_options(p)
+    p.set_defaults(func=_cmd_segment)
+
     p = sub.add_parser("demo", help="the main job on built-in defaults (phantom, local cluster)")
     p.add_argument("--out", default="xctdask-demo", help="output folder (default: %(default)s)")
     p.add_argument("--kind", choices=KINDS, default="fibre-composite")
     p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=400, help="stage-2 steps (default 400)")
+    p.add_argument("--steps-self-correct", type=int, default=300, help="stage-3 steps")
     p.add_argument("--overwrite", action="store_true")
     cluster_options(p)
     p.set_defaults(func=_cmd_demo)

@@ -199,6 +199,16 @@ class PatchSampler:
                 )
         return slabs
 
+    def has_labels(self, part: str) -> bool:
+        """Whether any labelled voxel can centre a patch of ``part`` (True without a
+        target, where every voxel can)."""
+        lo, hi = self.centre_range(part)
+        if hi <= lo:
+            return False
+        if self.target is None:
+            return True
+        return any(self._candidates(part, c) for c in range(self.n_classes))
+
     def centre_range(self, part: str) -> tuple[int, int]:
         """Slices where a patch of ``part`` may start (3D) or be centred (2D/2.5D)."""
         a, b = self.slabs[self._check_part(part)]

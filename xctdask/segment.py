@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,17 +197,28 @@ class Segmenter:
             clean_data = clean_data * self.normalization_[1] + self.normalization_[0]
         else:
             clean_data = None
-        sampler = PatchSampler(
-            vol,
-            target,
-            clean=clean_data,
-            patch=patch,
-            context=context,
-            n_classes=self.n_classes,
-            split=(0.8, 0.2, 0.0),  # validation picks the best weights; no test slab
-            normalize=self.normalization_,
-            seed=self.seed,
-        )
+
+        def make_sampler(split: tuple[float, float, float]) -> PatchSampler:
+            return PatchSampler(
+                vol,
+                target,
+                clean=clean_data,
+                patch=patch,
+                context=context,
+                n_classes=self.n_classes,
+                split=split,
+                normalize=self.normalization_,
+                seed=self.seed,
+            )
+
+        sampler = make_sampler((0.8, 0.2, 0.0))  # validation picks the best weights
+        if not sampler.has_labels("validation"):
+            warnings.warn(
+                "no labelled voxel lies in the validation slab (the last 20 % of z): "
+                "training on all slices without validation, keeping the last weights",
+                stacklevel=2,
+            )
+            sampler = make_sampler((1.0, 0.0, 0.0))
         if clean is not None:
             net = models.build(
                 "stacked-denseuseg",

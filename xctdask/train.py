@@ -241,7 +241,12 @@ def train(
             if best_path.exists():
                 best_state = torch.load(best_path, map_location="cpu", weights_only=False)["model"]
 
-    validation = list(sampler.batches("validation", batch_size, val_batches, seed=seed))
+    has_validation = sampler.slabs["validation"][1] > sampler.slabs["validation"][0]
+    validation = (
+        list(sampler.batches("validation", batch_size, val_batches, seed=seed))
+        if has_validation
+        else None  # split with no validation slab: train, keep the last weights
+    )
     if start == 0:
         torch.manual_seed(seed)
     stream = sampler.batches("train", batch_size, steps - start, seed=seed, start=start)
@@ -285,16 +290,18 @@ def train(
         history.lr.append(opt.param_groups[0]["lr"])
         done = step + 1
         if done % val_every == 0 or done == steps:
-            scores = evaluate(net, validation, n_classes, dev)
-            history.val_step.append(done)
-            history.val_miou.append(scores["miou"])
-            if "psnr" in scores:
-                history.val_psnr.append(scores["psnr"])
-            if scores["miou"] > history.best_miou:
-                history.best_miou, history.best_step = scores["miou"], done
-                best_state = copy.deepcopy(net.state_dict())
-                if folder is not None:
-                    _save(folder / "best.pt", {"model": best_state, "step": done})
+            scores = {"miou": math.nan}
+            if validation is not None:
+                scores = evaluate(net, validation, n_classes, dev)
+                history.val_step.append(done)
+                history.val_miou.append(scores["miou"])
+                if "psnr" in scores:
+                    history.val_psnr.append(scores["psnr"])
+                if scores["miou"] > history.best_miou:
+                    history.best_miou, history.best_step = scores["miou"], done
+                    best_state = copy.deepcopy(net.state_dict())
+                    if folder is not None:
+                        _save(folder / "best.pt", {"model": best_state, "step": done})
             if folder is not None:
                 history.seconds += time.perf_counter() - clock
                 clock = time.perf_counter()
@@ -310,9 +317,11 @@ def train(
                     state["disc_optimizer"] = disc_opt.state_dict()
                 _save(folder / "last.pt", state)
             if bar is not None:
-                bar.set_postfix(loss=f"{float(value):.4f}", val_miou=f"{scores['miou']:.3f}")
+                bar.set_postfix(
+                    loss=f"{float(value.detach()):.4f}", val_miou=f"{scores['miou']:.3f}"
+                )
         elif bar is not None and done % 10 == 0:
-            bar.set_postfix(loss=f"{float(value):.4f}")
+            bar.set_postfix(loss=f"{float(value.detach()):.4f}")
         if bar is not None:
             bar.update(1)
     if bar is not None:
