@@ -161,8 +161,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from xctdask.models import load
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:  # fail before any work, touch nothing
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    _refuse_existing(args.output, overwrite=args.overwrite, resumable=args.output)
     net = load(args.model)
     vol = open_volume(args.input, dataset=args.dataset)
     result = predict(
@@ -187,6 +186,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         "tiles": result.attrs["tiles"],
         "tile": result.attrs["tile"],
         "chunks_written": written.chunks_written,
+        "chunks_skipped": written.chunks_skipped,
     }
     print(json.dumps(report, indent=2))
     return 0
@@ -220,11 +220,18 @@ def _fit(args: argparse.Namespace):
     return vol, _segmenter_from(args).fit(vol, labels, clean)
 
 
-def _refuse_existing(*paths: str | None, overwrite: bool) -> None:
+def _refuse_existing(*paths: str | None, overwrite: bool, resumable: str | None = None) -> None:
+    """Fail before any work if an output exists, unless it is ``resumable``: an
+    interrupted write of an output store, which the run then completes."""
     from pathlib import Path
 
+    from xctdask.io import is_interrupted_write
+
     for path in paths:
-        if path and Path(path).exists() and not overwrite:  # fail before any work
+        if path and Path(path).exists() and not overwrite:
+            if path == resumable and is_interrupted_write(path):
+                print(f"resuming the interrupted write of {path}", file=sys.stderr)
+                continue
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
@@ -249,7 +256,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from xctdask.io import open_volume, save_volume
     from xctdask.segment import Segmenter
 
-    _refuse_existing(args.output, args.save_segmenter, overwrite=args.overwrite)
+    _refuse_existing(
+        args.output, args.save_segmenter, overwrite=args.overwrite, resumable=args.output
+    )
     with _cluster(args.scheduler, args.workers):
         if args.segmenter:
             seg = Segmenter.load(args.segmenter)
@@ -265,6 +274,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         "output": str(args.output),
         "mode": seg.mode_,
         "chunks_written": result.chunks_written,
+        "chunks_skipped": result.chunks_skipped,
     }
     print(json.dumps(report, indent=2))
     return 0

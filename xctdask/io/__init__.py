@@ -11,11 +11,12 @@ Examples
 from xctdask.io.open import as_volume, open_volume
 from xctdask.io.projections import open_projections
 from xctdask.io.rawinfo import read_raw_info, write_raw
-from xctdask.io.save import SaveResult, save_volume
+from xctdask.io.save import SaveResult, is_interrupted_write, save_volume
 
 __all__ = [
     "SaveResult",
     "as_volume",
+    "is_interrupted_write",
     "open_projections",
     "open_volume",
     "read_raw_info",

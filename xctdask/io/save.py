@@ -109,9 +109,30 @@ def _mark(attrs: dict[str, Any], complete: bool) -> dict[str, Any]:
     return {**attrs, _MARK: {"complete": complete, "version": __version__}}
 
 
+def is_interrupted_write(path: str | Path) -> bool:
+    """True if ``path`` is a Zarr store that :func:`save_volume` began and did not
+    finish: calling ``save_volume`` again with the same volume resumes it.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> is_interrupted_write(os.path.join(tempfile.mkdtemp(), "none.zarr"))
+    False
+    """
+    import zarr
+
+    path = Path(path)
+    if not path.exists() or not _is_zarr_store(path):
+        return False
+    try:
+        mark = dict(zarr.open(store=str(path), mode="r").attrs).get(_MARK, {})
+    except Exception:  # an unreadable store is not ours to resume
+        return False
+    return mark.get("complete") is False
+
+
 def _prepare_target(path: Path, overwrite: bool) -> bool:
     """Decide between a fresh write and a resume; return True to resume."""
-    import zarr
 
     if not path.exists():
         return False
@@ -123,14 +144,8 @@ def _prepare_target(path: Path, overwrite: bool) -> bool:
             )
         shutil.rmtree(path)
         return False
-    if _is_zarr_store(path):
-        try:
-            node = zarr.open(store=str(path), mode="r")
-            mark = dict(node.attrs).get(_MARK, {})
-        except Exception:  # an unreadable store is not ours to resume
-            mark = {}
-        if mark.get("complete") is False:
-            return True
+    if is_interrupted_write(path):
+        return True
     raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
 
 
