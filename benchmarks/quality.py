@@ -101,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(64, 192, 192))
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--steps3", type=int, default=300)
+    parser.add_argument("--steps3", type=int, default=900)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", nargs="+", default=["crystal", "fibre-composite"])
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
