@@ -71,3 +71,19 @@ def test_bad_parameters(setup):
         self_correct(net, setup["unlabelled"], steps=1, threshold=2.0, progress=False)
     with pytest.raises(ValueError, match="steps"):
         self_correct(net, setup["unlabelled"], steps=0, progress=False)
+
+
+def test_runs_without_a_validation_slab(setup):
+    sampler = setup["truth"]
+    whole = PatchSampler(
+        sampler.image,
+        sampler.target,
+        patch=(1, 48, 48),
+        margin=2,
+        split=(1.0, 0.0, 0.0),
+        normalize=sampler.normalize,
+        seed=0,
+    )
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    teacher = self_correct(net, whole, steps=4, batch_size=2, val_every=2, progress=False)
+    assert teacher.history.val_step == [] and len(teacher.history.loss) == 4

@@ -97,7 +97,7 @@ def self_correct(
     strong = strong or aug.StrongAugment()
     checker = validation if validation is not None else sampler
     val = None
-    if checker.target is not None:
+    if checker.target is not None and checker.has_labels("validation"):
         val = list(checker.batches("validation", batch_size, val_batches, seed=seed))
     history = SelfCorrectionHistory()
     torch.manual_seed(seed)
