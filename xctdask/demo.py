@@ -40,7 +40,7 @@ def run_demo(
     shape: tuple[int, int, int] = (64, 256, 256),
     seed: int = 0,
     steps: int = 400,
-    steps_self_correct: int = 300,
+    steps_self_correct: int = 600,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:

@@ -96,7 +96,7 @@ class Segmenter:
     f0: int = 16
     patch: int = 128
     steps: int = 600
-    steps_self_correct: int = 300
+    steps_self_correct: int = 900
     lr: float = 3e-3
     lr_self_correct: float = 1e-4
     threshold: float = 0.9
