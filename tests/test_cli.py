@@ -75,6 +75,7 @@ def test_demo_command_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Dask dashboard" in result.stderr
     report = json.loads((out / "report.json").read_text())
+    assert json.loads(result.stdout) == report  # stdout is the report, progress on stderr
     assert report["hq"]["psnr_db"] > report["lq"]["psnr_db"]
     # stage 1 on the HQ scan is close to its intensity-only ceiling
     assert report["hq"]["pseudo_labels_miou"] > 0.8

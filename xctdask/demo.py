@@ -12,6 +12,7 @@ overlaid, the training curves, and the mIoU of the pseudo and final labels.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,10 @@ __all__ = ["run_demo"]
 
 def _stage(name: str):
     start = time.perf_counter()
-    print(f"[xctdask demo] {name} …", flush=True)
-    return lambda: print(f"[xctdask demo] {name}: {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"[xctdask demo] {name} …", file=sys.stderr, flush=True)
+    return lambda: print(
+        f"[xctdask demo] {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True
+    )
 
 
 def run_demo(
