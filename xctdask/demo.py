@@ -21,7 +21,7 @@ import dask
 import dask.array
 
 from xctdask import metrics, phantoms, viz
-from xctdask.io import save_volume
+from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler
 from xctdask.segment import Segmenter
 
@@ -132,8 +132,6 @@ def run_demo(
         final, out / "segmented_lq.zarr", overwrite=overwrite, kind="labels", progress=progress
     )
     segmenter.save(out / "segmenter.pt", overwrite=overwrite)
-    from xctdask.io import open_volume
-
     final = open_volume(out / "segmented_lq.zarr")
     pseudo = open_volume(out / "pseudo_labels_lq.zarr")
     inside = dask.array.where(pseudo.data == 255, 255, ds.labels.data)  # FOV only

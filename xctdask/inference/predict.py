@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import operator
 from typing import Any
 
@@ -45,28 +46,30 @@ def _bounds(chunks: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64)
 
 
-def _blocks_between(bounds: np.ndarray, lo: int, hi: int) -> range:
-    """Indices of the chunks along one axis that overlap ``[lo, hi)``."""
-    first = int(np.searchsorted(bounds, lo, side="right")) - 1
-    last = int(np.searchsorted(bounds, hi, side="left"))
-    return range(max(first, 0), min(last, len(bounds) - 1))
+def _overlapping_blocks(bounds: list[np.ndarray], region: tuple[tuple[int, int], ...]):
+    """Yield ``(block index, block region, block region ∩ region)`` for every chunk
+    that overlaps ``region`` (regions as per-axis ``(lo, hi)`` tuples)."""
+    ranges = []
+    for b, (lo, hi) in zip(bounds, region, strict=True):
+        first = int(np.searchsorted(b, lo, side="right")) - 1
+        last = int(np.searchsorted(b, hi, side="left"))
+        ranges.append(range(max(first, 0), min(last, len(b) - 1)))
+    for index in itertools.product(*ranges):
+        block = tuple((int(b[i]), int(b[i + 1])) for b, i in zip(bounds, index, strict=True))
+        cut = tuple(
+            (max(lo, a), min(hi, z)) for (lo, hi), (a, z) in zip(region, block, strict=True)
+        )
+        yield index, block, cut
 
 
 def _network_kind(net: nn.Module) -> str:
     """ "segment", "stacked" (denoised + logits) or "denoise" (an image only)."""
+    from xctdask.train import _kind
+
     produces = getattr(net, "produces", None)
     if produces is not None:
         return str(produces)
-    name = (
-        getattr(net, "config", {}).get("name", "")
-        if isinstance(getattr(net, "config", None), dict)
-        else ""
-    )
-    if name == "stacked-denseuseg":
-        return "stacked"
-    if name == "pix2pix":
-        return "denoise"
-    return "segment"
+    return {"pix2pix": "denoise"}.get(_kind(net), _kind(net))
 
 
 def _fingerprint(net: nn.Module) -> str:
@@ -186,22 +189,12 @@ def _slicing(
                 *extent[1:],
             )
         parts, places = [], []
-        for source in np.ndindex(
-            *[len(_blocks_between(b, lo, hi)) for b, (lo, hi) in zip(bounds, read, strict=True)]
-        ):
-            s_index = tuple(
-                _blocks_between(b, lo, hi)[k]
-                for b, (lo, hi), k in zip(bounds, read, source, strict=True)
-            )
-            s_region = [(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, s_index, strict=True)]
-            cut = [
-                (max(lo, a), min(hi, b)) for (lo, hi), (a, b) in zip(read, s_region, strict=True)
-            ]
+        for s_index, s_region, cut in _overlapping_blocks(bounds, read):
             places.append(
                 tuple((a - r0, b - r0) for (a, b), (r0, _) in zip(cut, read, strict=True))
             )
             key = (vol.name, *s_index)
-            if any((a, b) != sr for (a, b), sr in zip(cut, s_region, strict=True)):
+            if cut != s_region:
                 sliver = (name + "-in", *index, *s_index)
                 dsk[sliver] = (
                     operator.getitem,
@@ -215,20 +208,8 @@ def _slicing(
             parts.append(key)
         destinations = []
         dest_indices = []
-        for dest in np.ndindex(
-            *[len(_blocks_between(b, lo, hi)) for b, (lo, hi) in zip(bounds, extent, strict=True)]
-        ):
-            d_index = tuple(
-                _blocks_between(b, lo, hi)[k]
-                for b, (lo, hi), k in zip(bounds, extent, dest, strict=True)
-            )
-            d_region = [(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, d_index, strict=True)]
-            destinations.append(
-                tuple(
-                    (max(lo, a), min(hi, b))
-                    for (lo, hi), (a, b) in zip(extent, d_region, strict=True)
-                )
-            )
+        for d_index, _, cut in _overlapping_blocks(bounds, extent):
+            destinations.append(cut)
             dest_indices.append(d_index)
         spec = TileSpec(
             lattice=lattice,
