@@ -97,6 +97,20 @@ def test_cutout_fills_boxes_with_the_mean():
         assert counts.max() >= 0.3 * 32 * 0.3 * 32 * 0.9  # at least one filled box
 
 
+def test_default_strong_set_keeps_grey_values_material_specific():
+    # gamma and local equalisation remap grey values; they are opt-in, not default
+    assert augment.StrongAugment().ops == augment.DEFAULT_OPS
+    assert not {"gamma", "equalize"} & set(augment.DEFAULT_OPS)
+    assert set(augment.DEFAULT_OPS) < set(augment.OPS)
+    image = torch.zeros(16, 1, 32, 32)
+    image[:, :, :, 16:] = 1.0  # two materials, left dark and right bright
+    out = augment.strong(image, augment.StrongAugment(p=1.0, cutout_fraction=(0.1, 0.1)), seed=0)
+    left, right = out[..., :8].mean(dim=(1, 2, 3)), out[..., 24:].mean(dim=(1, 2, 3))
+    assert bool((right > left + 0.3).all())  # every sample keeps the materials apart
+    custom = augment.StrongAugment(ops=("gamma", "equalize"))
+    assert custom.ops == ("gamma", "equalize")
+
+
 def test_bad_shapes_are_clear_errors():
     with pytest.raises(ValueError, match="image must be"):
         augment.weak(torch.zeros(4, 4))
