@@ -78,8 +78,21 @@ def test_linear_predictor_gives_the_function_of_the_whole_volume(spatial_dims):
     out = xd.predict(vol, Affine(spatial_dims), output="denoised", tile=tile, normalize=None)
     np.testing.assert_allclose(out.compute(scheduler="sync").values, 3 * VOLUME - 1, atol=1e-5)
     norm = xd.predict(vol, Affine(spatial_dims), output="denoised", tile=tile, normalize=(1, 2))
-    expected = 3 * (VOLUME - 1) / 2 - 1
-    np.testing.assert_allclose(norm.compute(scheduler="sync").values, expected, atol=1e-5)
+    # the network sees (x − 1)/2; its output is mapped back to grey values: ·2 + 1
+    expected = (3 * (VOLUME - 1) / 2 - 1) * 2 + 1
+    np.testing.assert_allclose(norm.compute(scheduler="sync").values, expected, atol=1e-4)
+
+
+def test_denoised_output_is_in_the_input_grey_values():
+    net = Affine(2)
+    net.scale.data.fill_(1.0)  # x − 1 in normalised units: one std darker in grey values
+    grey = VOLUME * 100 + 5000
+    vol = da.from_array(grey, chunks=(3, 35, 45))
+    out = xd.predict(vol, net, output="denoised", tile=32, normalize=(5000.0, 200.0))
+    np.testing.assert_allclose(out.values, grey - 200, rtol=1e-5)
+    std = float(grey.std())
+    auto = xd.predict(vol, net, output="denoised", tile=32, normalize="volume")
+    np.testing.assert_allclose(auto.values, grey - std, rtol=1e-4)
 
 
 def test_three_chunkings_give_the_same_result(net25d):

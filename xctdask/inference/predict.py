@@ -299,7 +299,8 @@ def predict(
         ``labels`` (uint8; 255 where the input is not finite), ``probabilities``
         (float32 with a leading ``class`` dim; the average of per-tile softmax),
         ``confidence`` (float32, the top-class probability), ``denoised`` (float32,
-        the denoised volume of a denoising or stacked network), ``logits`` (the
+        the denoised volume of a denoising or stacked network, in the input's grey
+        values: the normalisation is undone), ``logits`` (the
         averaged raw output, what MONAI's ``sliding_window_inference`` returns).
     tile : int or tuple of int, optional
         Tile size over the network's spatial axes ((y, x) for 2-D, (z, y, x) for 3-D).

@@ -125,6 +125,14 @@ def _normalised(x: torch.Tensor, stats: Any) -> torch.Tensor:
     return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _denormalised(x: torch.Tensor, stats: Any) -> torch.Tensor:
+    """Back to the input's grey values (the blend is a weighted mean, so per tile is exact)."""
+    if stats is None:
+        return x
+    mean, std = (float(v) for v in np.asarray(stats).ravel()[:2])
+    return x * std + mean
+
+
 def _tile_corners(spec: TileSpec) -> np.ndarray:
     lat = spec.lattice
     owned = [lat.owned(a, lo, hi) for a, (lo, hi) in enumerate(spec.chunk)]
@@ -183,6 +191,8 @@ def run_tiles(net: nn.Module, spec: TileSpec, parts: list[Any], stats: Any) -> l
             if channels_last:
                 inp = inp.contiguous(memory_format=torch.channels_last)
             out = _select(module(inp), spec.mode)
+            if spec.mode == "denoised":
+                out = _denormalised(out, stats)
             if spec.spatial_dims == 2:
                 out = out[:, :, None]
             if tuple(out.shape[2:]) != lat.tile:
