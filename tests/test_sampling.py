@@ -135,6 +135,23 @@ def test_on_a_local_cluster_from_zarr(client, tmp_path):
     assert [b["target"].shape for b in loader] == [(4, 32, 32)] * 2
 
 
+def test_in_memory_input_is_cut_locally_even_with_a_client(client):
+    from distributed import get_task_stream
+
+    image, labels = _volume((30, 20, 20))
+    options = {"patch": (1, 8, 8), "context": 3, "split": (0.6, 0.2, 0.2), "seed": 1}
+    local = PatchSampler(image, labels, **options)
+    remote = PatchSampler(local.image, local.target, **options)  # same data, as Dask
+    assert local.in_memory and not remote.in_memory
+    with get_task_stream(client) as local_stream:
+        mine = list(local.batches("train", batch_size=4, n_batches=2))
+    with get_task_stream(client) as remote_stream:
+        theirs = list(remote.batches("train", batch_size=4, n_batches=2))
+    assert local_stream.data == [] and remote_stream.data  # only the Dask input went out
+    for a, b in zip(mine, theirs, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+
+
 def test_bad_input():
     image, labels = _volume((30, 20, 20))
     with pytest.raises(ValueError, match="does not match"):

@@ -163,6 +163,10 @@ class PatchSampler:
         self.patch, self.context, self.balance = patch, context, balance
         self.normalize = normalize
         self.seed = seed
+        # in-memory inputs are cut here: a cluster would receive their chunks every batch
+        self.in_memory = not any(
+            isinstance(unwrap(x), da.Array) for x in (image, target, clean) if x is not None
+        )
         self.image = as_dask(image)
         self.target = None if target is None else as_dask(target).rechunk(self.image.chunks)
         self.clean = None if clean is None else as_dask(clean).rechunk(self.image.chunks)
@@ -381,9 +385,10 @@ class PatchSampler:
         ``image`` is ``(N, context, py, px)`` for slices and ``(N, 1, pz, py, px)`` for 3D;
         ``target`` is the centre slice's labels ``(N, py, px)`` (or ``(N, pz, py, px)``);
         ``clean`` has the target's layout with a channel axis. With an active
-        ``distributed.Client`` the patches are cut on the workers; otherwise in a local
-        thread pool. ``prefetch`` batches are in flight ahead of the consumer: this
-        **computes** (reads the patches) as the iterator advances.
+        ``distributed.Client`` and Dask-backed inputs the patches are cut on the
+        workers; otherwise (or for in-memory NumPy inputs) in a local thread pool.
+        ``prefetch`` batches are in flight ahead of the consumer: this **computes**
+        (reads the patches) as the iterator advances.
 
         Batch ``k`` depends only on ``(seed, part, k)``: ``start=k`` resumes a stream
         exactly where an interrupted one stopped.
@@ -392,7 +397,7 @@ class PatchSampler:
         root = self.seed if seed is None else seed
         stop = None if n_batches is None else start + n_batches
         counter = itertools.count(start) if stop is None else iter(range(start, stop))
-        client = _client()
+        client = None if self.in_memory else _client()
         pool = None if client is not None else ThreadPoolExecutor(max(1, prefetch))
         pending: deque = deque()
 
