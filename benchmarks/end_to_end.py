@@ -24,8 +24,9 @@ Set-up: a LocalCluster of 2 worker processes × 1 thread; ``unet2d`` (depth 3, f
 ``xd.predict`` (tile = the volume's width, overlap 0.5). Figures:
 ``benchmarks/results/end_to_end*.png``.
 
-Run:  python benchmarks/end_to_end.py            (about 40 minutes on 2 cores)
-      python benchmarks/end_to_end.py --sizes 64 256 256 128 256 256
+Run:  python benchmarks/end_to_end.py            (64×256×256 and 128×512×512 and the real
+                                                  volumes: about 30 minutes on 2 cores)
+      python benchmarks/end_to_end.py --sizes 64 256 256 --no-real     (about 7 minutes)
 Results: benchmarks/results/end_to_end.json
 """
 
@@ -310,7 +311,7 @@ def plot(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 256])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 256, 128, 512, 512])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--steps3", type=int, default=900)
     parser.add_argument("--steps-stacked", type=int, default=300)

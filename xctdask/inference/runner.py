@@ -118,9 +118,14 @@ def _assemble(spec: TileSpec, parts: list[Any]) -> tuple[torch.Tensor, bool]:
     return buffer, on_gpu
 
 
+def _mean_std(stats: Any) -> tuple[float, float]:
+    mean, std = (float(v) for v in np.asarray(stats).ravel()[:2])
+    return mean, std
+
+
 def _normalised(x: torch.Tensor, stats: Any) -> torch.Tensor:
     if stats is not None:
-        mean, std = (float(v) for v in np.asarray(stats).ravel()[:2])
+        mean, std = _mean_std(stats)
         x = (x - mean) / std
     return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -129,7 +134,7 @@ def _denormalised(x: torch.Tensor, stats: Any) -> torch.Tensor:
     """Back to the input's grey values (the blend is a weighted mean, so per tile is exact)."""
     if stats is None:
         return x
-    mean, std = (float(v) for v in np.asarray(stats).ravel()[:2])
+    mean, std = _mean_std(stats)
     return x * std + mean
 
 
