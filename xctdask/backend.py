@@ -18,8 +18,12 @@ __all__ = [
     "array_module",
     "as_dask",
     "check_same_shape",
+    "from_torch",
     "is_cupy",
     "is_dask",
+    "meta_like",
+    "to_host",
+    "to_torch",
     "unwrap",
     "validate_volume",
 ]
@@ -85,6 +89,58 @@ def array_module(*arrays: Any) -> ModuleType:
 
         return cupy
     return np
+
+
+def to_host(data: Any) -> np.ndarray:
+    """A NumPy array with the data of a NumPy or CuPy array (a copy off the GPU).
+
+    This is the only place chunks leave a GPU; call it where host memory is needed
+    (writing to a store, plotting), never inside GPU pipelines.
+
+    Examples
+    --------
+    >>> to_host(np.arange(3)).tolist()
+    [0, 1, 2]
+    """
+    if type(data).__module__.split(".")[0] == "cupy":
+        return data.get()
+    return np.asarray(data)
+
+
+def meta_like(data: Any, dtype: Any, ndim: int | None = None) -> Any:
+    """An empty array of ``dtype`` from the same library as ``data``'s chunks, to pass
+    as ``meta=`` so Dask never runs a block function to guess its output type.
+
+    Examples
+    --------
+    >>> meta_like(np.zeros((2, 2)), np.uint8).shape
+    (0, 0)
+    """
+    xp = array_module(data)
+    ndim = unwrap(data).ndim if ndim is None else ndim
+    return xp.empty((0,) * ndim, dtype=dtype)
+
+
+def to_torch(chunk: Any, device: Any = None) -> Any:
+    """A PyTorch tensor sharing a NumPy or CuPy chunk's memory (CuPy through DLPack,
+    so a GPU chunk is never copied to the host), moved to ``device`` if given."""
+    import torch
+
+    if type(chunk).__module__.split(".")[0] == "cupy":
+        tensor = torch.from_dlpack(chunk)
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(chunk))
+    return tensor if device is None else tensor.to(device)
+
+
+def from_torch(tensor: Any, like: Any = None) -> Any:
+    """A tensor back as the array library of ``like`` (CuPy through DLPack when ``like``
+    is CuPy; else NumPy on the host)."""
+    if like is not None and type(like).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy.from_dlpack(tensor.contiguous())
+    return tensor.detach().cpu().numpy()
 
 
 def as_dask(data: Any, chunks: Any = "auto") -> da.Array:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 __all__ = ["main"]
@@ -36,10 +36,44 @@ def _cluster(address: str | None, workers: int | None):
             client.close()
 
 
+def _guard(inputs: Sequence[str | None], outputs: Sequence[str | None]) -> None:
+    """Before any work: no output may be, contain or lie inside an input (or another
+    output)."""
+    from xctdask.io.locations import location, overlaps
+
+    given_in = [p for p in inputs if p]
+    given_out = [p for p in outputs if p]
+    for i, out in enumerate(given_out):
+        for source in given_in:
+            if overlaps(out, source):
+                how = "is" if location(out) == location(source) else "overlaps"
+                raise ValueError(
+                    f"refusing to write {out}: it {how} the input {source}; choose an output "
+                    "outside every input"
+                )
+        for other in given_out[i + 1 :]:
+            if overlaps(out, other):
+                raise ValueError(f"the outputs {out} and {other} overlap; choose separate paths")
+
+
+#: API words in library messages, and what a CLI user types instead
+_CLI_WORDS = {
+    "overwrite=True": "--overwrite",
+    "pass mask= to": "use --mask with",
+    "n_classes=": "--classes ",
+}
+
+
+def _cli_words(message: str) -> str:
+    for api, flag in _CLI_WORDS.items():
+        message = message.replace(api, flag)
+    return message
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import dask
 
-    from xctdask.io import open_volume
+    from xctdask.io import check_store, open_volume
 
     vol = open_volume(args.path, dataset=args.dataset, level=args.level)
     info: dict[str, Any] = {
@@ -51,19 +85,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "unit": vol.attrs["unit"],
         "size_gb": round(vol.nbytes / 1e9, 3),
     }
-    if not args.no_stats:
-        lo, hi, finite = dask.compute(
-            vol.data.min(), vol.data.max(), dask.array.isfinite(vol.data).all()
-        )
-        info["min"], info["max"] = float(lo), float(hi)
-        info["all_finite"] = bool(finite)
+    report = None
+    # a local threaded pass suffices for min/max; --check or --scheduler use a cluster
+    use_cluster = bool(args.check or args.scheduler)
+    if args.check or not args.no_stats:
+        with _cluster(args.scheduler, args.workers) if use_cluster else nullcontext():
+            if args.check:
+                report = check_store(args.path, progress=True)
+                info["check"] = report.to_dict()
+            if not args.no_stats and (report is None or report.ok):
+                lo, hi, finite = dask.compute(
+                    vol.data.min(), vol.data.max(), dask.array.isfinite(vol.data).all()
+                )
+                info["min"], info["max"] = float(lo), float(hi)
+                info["all_finite"] = bool(finite)
     print(json.dumps(info, indent=2))
+    if report is not None and not report.ok:
+        raise OSError(report.summary())
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from xctdask.io import open_volume, save_volume
 
+    _guard([args.input], [args.output])
     chunks = tuple(args.chunks) if args.chunks else None
     vol = open_volume(args.input, dataset=args.dataset, voxel_size=args.voxel_size, unit=args.unit)
     with _cluster(args.scheduler, args.workers):
@@ -107,6 +152,16 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
 def _classes(value: str) -> int | str:
     if value == "auto":
         return value
@@ -122,6 +177,7 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
     from xctdask.io import open_volume, save_volume
     from xctdask.pseudolabels import PseudoLabeler
 
+    _guard([args.input], [args.output, args.save_model])
     out = Path(args.output)
     if out.exists() and not args.overwrite:  # fail before any work, touch nothing
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
@@ -160,6 +216,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from xctdask.io import open_volume, save_volume
     from xctdask.models import load
 
+    _guard([args.input, args.model], [args.output])
     out = Path(args.output)
     _refuse_existing(args.output, overwrite=args.overwrite, resumable=args.output)
     net = load(args.model)
@@ -195,8 +252,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _segmenter_from(args: argparse.Namespace):
     from xctdask.segment import Segmenter
 
-    return Segmenter(
-        args.classes,
+    seg = Segmenter(
+        3 if args.classes is None else args.classes,
         model=args.model,
         context=args.context,
         skip=args.skip,
@@ -209,15 +266,18 @@ def _segmenter_from(args: argparse.Namespace):
         axes=args.axes,
         seed=args.seed,
     )
+    seg.validate()  # every setting, before any data is read
+    return seg
 
 
 def _fit(args: argparse.Namespace):
     from xctdask.io import open_volume
 
+    seg = _segmenter_from(args)
     vol = open_volume(args.input, dataset=args.dataset)
     labels = open_volume(args.labels) if args.labels else None
     clean = open_volume(args.clean) if args.clean else None
-    return vol, _segmenter_from(args).fit(vol, labels, clean)
+    return vol, seg.fit(vol, labels, clean)
 
 
 def _refuse_existing(*paths: str | None, overwrite: bool, resumable: str | None = None) -> None:
@@ -236,6 +296,7 @@ def _refuse_existing(*paths: str | None, overwrite: bool, resumable: str | None 
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    _guard([args.input, args.labels, args.clean], [args.segmenter])
     _refuse_existing(args.segmenter, overwrite=args.overwrite)
     with _cluster(args.scheduler, args.workers):
         _, seg = _fit(args)
@@ -256,12 +317,25 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from xctdask.io import open_volume, save_volume
     from xctdask.segment import Segmenter
 
+    _guard(
+        [args.input, args.labels, args.clean, args.segmenter], [args.output, args.save_segmenter]
+    )
     _refuse_existing(
         args.output, args.save_segmenter, overwrite=args.overwrite, resumable=args.output
     )
+    if args.segmenter:
+        seg = Segmenter.load(args.segmenter)
+        if args.classes is not None and args.classes != seg.n_classes:
+            raise ValueError(
+                f"{args.segmenter} was fitted for {seg.n_classes} classes; --classes "
+                f"{args.classes} cannot change that (fit a new one with `xctdask train`)"
+            )
+        if args.labels or args.clean:
+            raise ValueError("--labels and --clean are for training; with --segmenter, drop them")
+    else:
+        _segmenter_from(args)  # check the settings before the cluster starts
     with _cluster(args.scheduler, args.workers):
         if args.segmenter:
-            seg = Segmenter.load(args.segmenter)
             vol = open_volume(args.input, dataset=args.dataset)
         else:
             vol, seg = _fit(args)
@@ -281,7 +355,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from xctdask.demo import run_demo
+    from xctdask.demo import check_demo_settings, run_demo
+
+    check_demo_settings(tuple(args.shape), args.kind, args.steps, args.steps_self_correct)
 
     with _cluster(args.scheduler, args.workers):
         report = run_demo(
@@ -325,12 +401,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--level", type=int, default=0, help="OME-Zarr multiscale level")
     p.add_argument("--no-stats", action="store_true", help="skip the min/max pass over the data")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="read every chunk of a Zarr store: report missing and undecodable ones (exit 2)",
+    )
+    cluster_options(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("convert", help="any readable volume to Zarr (resumable)")
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"))
+    p.add_argument("--chunks", type=_positive, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--voxel-size", type=float, help="voxel size to record")
     p.add_argument("--unit", help="unit of the voxel size, e.g. micrometer")
@@ -348,7 +430,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("phantom", help="write a synthetic CT phantom (labels, attenuation, HQ, LQ)")
     p.add_argument("output", help="folder to hold the four Zarr stores")
     p.add_argument("--kind", choices=KINDS, default="fibre-composite")
-    p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"))
+    p.add_argument(
+        "--shape", type=_positive, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X")
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     cluster_options(p)
@@ -405,7 +489,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     def training_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--classes", type=int, default=3, help="number of classes (default 3)")
+        p.add_argument(
+            "--classes",
+            type=int,
+            default=None,
+            help="number of classes (default 3; a fitted --segmenter keeps its own)",
+        )
         p.add_argument("--labels", help="dense or sparse labels (255 = unlabelled)")
         p.add_argument("--clean", help="a high-quality scan of the same sample (stacked net)")
         p.add_argument("--model", default="unet2d", help="network of the zoo (default unet2d)")
@@ -441,7 +530,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on built-in defaults (phantom, local cluster)")
     p.add_argument("--out", default="xctdask-demo", help="output folder (default: %(default)s)")
     p.add_argument("--kind", choices=KINDS, default="fibre-composite")
-    p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"))
+    p.add_argument(
+        "--shape", type=_positive, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X")
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=400, help="stage-2 steps (default 400)")
     p.add_argument("--steps-self-correct", type=int, default=600, help="stage-3 steps")
@@ -458,7 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (FileExistsError, FileNotFoundError, ValueError, TypeError, KeyError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"xctdask {args.command}: error: {message}", file=sys.stderr)
+        line = " ".join(_cli_words(str(message)).split())  # one line, in CLI words
+        print(f"xctdask {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -25,7 +25,7 @@ from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler
 from xctdask.segment import Segmenter
 
-__all__ = ["run_demo"]
+__all__ = ["check_demo_settings", "run_demo"]
 
 
 def _stage(name: str):
@@ -34,6 +34,24 @@ def _stage(name: str):
     return lambda: print(
         f"[xctdask demo] {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True
     )
+
+
+def check_demo_settings(
+    shape: tuple[int, int, int], kind: str, steps: int, steps_self_correct: int
+) -> None:
+    """Refuse settings the demo cannot run, before it creates anything."""
+    if kind not in phantoms.KINDS:
+        raise ValueError(
+            f"unknown phantom kind {kind!r}; choose one of {', '.join(phantoms.KINDS)}"
+        )
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"--shape must be three positive sizes (z, y, x), got {shape}")
+    if min(shape[1:]) < 64:
+        raise ValueError(f"the demo needs slices of at least 64×64 voxels, got --shape {shape}")
+    if shape[0] < 8:
+        raise ValueError(f"the demo needs at least 8 slices, got --shape {shape}")
+    if steps < 1 or steps_self_correct < 0:
+        raise ValueError("--steps must be ≥ 1 and --steps-self-correct ≥ 0")
 
 
 def run_demo(
@@ -54,6 +72,7 @@ def run_demo(
     ``out/segmenter.pt``, ``out/montage.png``, ``out/training_curves.png`` and
     ``out/report.json``. About 4 minutes on 2 cores at the default size.
     """
+    check_demo_settings(shape, kind, steps, steps_self_correct)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")

@@ -187,8 +187,11 @@ class PatchSampler:
         usable = nz - 2 * self.margin
         if usable < depth * sum(1 for f in split if f > 0):
             raise ValueError(
-                f"{nz} slices are too few for splits {split} with margin {self.margin} and "
-                f"patch depth {depth}"
+                f"the volume has {nz} slices: too few for z slabs {split} (train, "
+                f"validation, test) of at least {depth} slices each (the patch depth"
+                f"{' with its 2.5D context' if self.patch[0] == 1 else ''}) separated by "
+                f"{self.margin} slices. Train without validation (split=(1, 0, 0)), use a "
+                "smaller context or margin, or let xd.Segmenter choose"
             )
         sizes = [round(f * usable) for f in split]
         sizes[0] = usable - sizes[1] - sizes[2]
@@ -199,7 +202,9 @@ class PatchSampler:
         for part, (a, b) in slabs.items():
             if 0 < b - a < depth:
                 raise ValueError(
-                    f"the {part} slab has {b - a} slices, fewer than the patch depth {depth}"
+                    f"the {part} slab would have {b - a} slices, fewer than the patch depth "
+                    f"{depth}: give the {part} part a larger fraction of split={split}, use "
+                    "a smaller context, or train without validation (split=(1, 0, 0))"
                 )
         return slabs
 

@@ -113,9 +113,85 @@ class Segmenter:
     history: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ fitting
+    def validate(self) -> None:
+        """Check every setting that ``fit`` and ``transform`` will use, now.
+
+        Called first by :meth:`fit` and :meth:`transform`, so a bad inference setting
+        (``tile=0``, ``overlap=1.0``, ``axes="q"``) fails before hours of training.
+
+        Raises
+        ------
+        ValueError, TypeError
+            Naming the setting and what it accepts.
+        """
+        from xctdask.models import available
+        from xctdask.pseudolabels import METHODS
+
+        def integer(name: str, low: int, high: int | None = None) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            if not ok or value < low or (high is not None and value > high):
+                span = f"{low}..{high}" if high is not None else f"≥ {low}"
+                raise ValueError(f"{name} must be an integer {span}, got {value!r}")
+
+        def number(name: str, low: float, high: float, *, open_high: bool = False) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+            if not ok or not (low <= value and (value < high if open_high else value <= high)):
+                bracket = ")" if open_high else "]"
+                raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
+
+        integer("n_classes", 2, 254)
+        usable = [m for m in available() if m != "stacked-denseuseg"]
+        if self.model not in usable:
+            raise ValueError(
+                f"model must be one of {usable} (with clean=, the stacked network is used), "
+                f"got {self.model!r}"
+            )
+        integer("context", 1)
+        if self.context % 2 == 0:
+            raise ValueError(f"context must be odd (slices above and below), got {self.context}")
+        integer("depth", 1, 7)
+        integer("f0", 1)
+        integer("patch", 8)
+        integer("steps", 1)
+        integer("steps_self_correct", 0)
+        integer("batch_size", 1)
+        integer("seed", 0)
+        number("lr", 0.0, 1.0)
+        number("lr_self_correct", 0.0, 1.0)
+        if self.lr <= 0 or self.lr_self_correct <= 0:
+            raise ValueError("lr and lr_self_correct must be positive")
+        number("threshold", 0.0, 1.0)
+        number("ema", 0.0, 1.0)
+        number("overlap", 0.0, 1.0, open_high=True)
+        if self.pseudo_method not in METHODS:
+            raise ValueError(f"pseudo_method must be one of {METHODS}, got {self.pseudo_method!r}")
+        if self.mask not in (None, "cylinder"):
+            raise ValueError(f"mask must be None or 'cylinder', got {self.mask!r}")
+        if self.tile is not None:
+            integer("tile", 8)
+        axes = self.axes
+        if (
+            not isinstance(axes, str)
+            or not axes
+            or any(a not in "zyx" for a in axes)
+            or len(set(axes)) != len(axes)
+        ):
+            raise ValueError(
+                f"axes must be distinct letters of 'zyx' (e.g. 'z', 'zyx'), got {axes!r}"
+            )
+        if self.class_names is not None and (
+            len(self.class_names) != self.n_classes
+            or not all(isinstance(n, str) for n in self.class_names)
+        ):
+            raise ValueError(
+                f"class_names must be {self.n_classes} strings (one per class), got "
+                f"{self.class_names!r}"
+            )
+
     def _check(self, vol: Any, labels: Any, clean: Any) -> None:
-        if not isinstance(self.n_classes, int) or not 2 <= self.n_classes <= 254:
-            raise ValueError(f"n_classes must be an integer in [2, 254], got {self.n_classes!r}")
+        self.validate()
         validate_volume(vol)
         for other, name in ((labels, "labels"), (clean, "clean")):
             if other is not None:
@@ -276,6 +352,12 @@ class Segmenter:
     def _require_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise RuntimeError("this Segmenter is not fitted: call fit() or load() first")
+        fitted = int(getattr(self.network_, "n_classes", self.n_classes))
+        if self.n_classes != fitted:
+            raise ValueError(
+                f"this Segmenter was fitted for {fitted} classes; n_classes is now "
+                f"{self.n_classes}. Fit again to change the number of classes"
+            )
 
     def transform(self, vol: Any, *, output: str = "labels") -> xr.DataArray:
         """Segment a volume, or every time step of a ``(t, z, y, x)`` series, lazily.
@@ -287,6 +369,7 @@ class Segmenter:
         from xctdask.inference import predict
 
         self._require_fitted()
+        self.validate()
         data = unwrap(vol)
         if getattr(data, "ndim", 0) == 4:
             steps = [
@@ -338,16 +421,15 @@ class Segmenter:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Segmenter:
         """Load a Segmenter written by :meth:`save`."""
+        from xctdask.io.locations import location
         from xctdask.models import build
+        from xctdask.models.store import read_file
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no segmenter file at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        state = read_file(path)
+        if state.get("format") != _FORMAT:
             raise ValueError(f"{path} is not an xctdask Segmenter file")
         seg = cls(**json.loads(state["settings"]))
         seg.history = json.loads(state["history"])
@@ -356,6 +438,7 @@ class Segmenter:
         net.load_state_dict(state["state_dict"])
         seg.normalization_ = tuple(state["normalization"])
         net.normalization, net.class_names = seg.normalization_, state["class_names"]
+        net.source_location = location(path)  # the write guard refuses to write over it
         seg.network_, seg.mode_ = net.eval(), state["mode"]
         return seg
 

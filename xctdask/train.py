@@ -194,10 +194,16 @@ def train(
         raise ValueError("the stacked denoise+segment network needs a sampler with `clean`")
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    n_classes = int(sampler.n_classes)
+    predicted = getattr(net, "n_classes", None)
+    if predicted is not None and n_classes > int(predicted):
+        raise ValueError(
+            f"the labels hold classes 0..{n_classes - 1}, but the network predicts "
+            f"{predicted} classes; build it with n_classes={n_classes}"
+        )
     dev = _device(device)
     amp = dev.type == "cuda" if amp is None else amp
     net.to(dev).train()
-    n_classes = int(sampler.n_classes)
 
     if loss is None:
         loss = {

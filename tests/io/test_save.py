@@ -61,7 +61,7 @@ def test_overwrite_never_deletes_a_non_zarr_folder(tmp_path):
 def test_refuses_to_write_over_its_own_input(tmp_path):
     save_volume(SOURCE, tmp_path / "v.zarr", progress=False)
     vol = open_volume(tmp_path / "v.zarr")
-    with pytest.raises(ValueError, match="input volume's own store"):
+    with pytest.raises(ValueError, match=r"refusing to write .*an input"):
         save_volume(vol, tmp_path / "v.zarr", overwrite=True, progress=False)
 
 

@@ -37,7 +37,7 @@ def test_refuses_to_overwrite_and_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         xd.models.load(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="readable"):
+    with pytest.raises(ValueError, match="not an xctdask model file"):
         xd.models.load(tmp_path / "junk.pt")
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="config"):

@@ -32,11 +32,16 @@ def test_an_offset_circle_is_found():
     assert (fov.center_y, fov.center_x, fov.radius) == (20.0, 35.0, 15.0)
 
 
-def test_no_constant_exterior_falls_back_with_a_warning():
+def test_no_constant_exterior_masks_nothing_with_a_warning():
     vol = np.random.default_rng(0).random((3, 20, 30))
-    with pytest.warns(UserWarning, match="inscribed"):
+    with pytest.warns(UserWarning, match="nothing is masked"):
         fov = find_field_of_view(vol)
-    assert fov == FieldOfView(9.5, 14.5, 10.0, None)
+    assert fov.everything and fov.outside_value is None
+    assert fov.inside(np.arange(20), np.arange(30)).all()
+
+
+def test_a_constant_slice_has_no_field_of_view():
+    assert find_field_of_view(np.full((3, 8, 8), 7.0, np.float32)).everything
 
 
 def test_lazy_mask_matches_the_circle_for_any_chunking():

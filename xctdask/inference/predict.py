@@ -403,6 +403,12 @@ def predict(
     if isinstance(probed, tuple):
         probed = probed[0] if output == "denoised" else probed[1]
     channels = int(probed.shape[1])
+    if output == "labels" and channels > 255:
+        raise ValueError(
+            f"the network predicts {channels} classes, but labels are uint8 with 255 "
+            "reserved for unlabelled voxels (at most 255 classes); use "
+            "output='probabilities' or a network with fewer classes"
+        )
     mode = {"denoised": "denoised", "logits": "logits"}.get(output, "softmax")
     shipped = copy.deepcopy(net).cpu().eval()
     model_key = "xctdask-model-" + _fingerprint(shipped)

@@ -12,10 +12,13 @@ from xctdask.io.open import as_volume, open_volume
 from xctdask.io.projections import open_projections
 from xctdask.io.rawinfo import read_raw_info, write_raw
 from xctdask.io.save import SaveResult, is_interrupted_write, save_volume
+from xctdask.io.verify import StoreCheck, check_store
 
 __all__ = [
     "SaveResult",
+    "StoreCheck",
     "as_volume",
+    "check_store",
     "is_interrupted_write",
     "open_projections",
     "open_volume",

@@ -12,6 +12,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from xctdask.backend import validate_volume
+from xctdask.io.locations import is_url
 from xctdask.io.omezarr import read_multiscales
 from xctdask.io.rawinfo import info_path_for, read_raw_info
 from xctdask.io.readers import (
@@ -20,6 +21,7 @@ from xctdask.io.readers import (
     RawReader,
     TiffStackReader,
     VolumeReader,
+    ZarrReader,
 )
 
 __all__ = ["as_volume", "open_volume"]
@@ -35,19 +37,39 @@ def _looks_like_zarr(path: Path) -> bool:
     )
 
 
-def _zarr_source(path: Path, dataset: str | None, level: int) -> tuple[Any, dict[str, Any]]:
-    """Open the zarr array to read and return it with the metadata that locates it."""
+def open_zarr(source: str | Path, mode: str = "r", storage_options: dict | None = None) -> Any:
+    """Open a Zarr array or group at a local path or an fsspec URL (``s3://``, ``gs://``,
+    ``https://``, ``zip://``, ``file://``), with ``storage_options`` for the URL's
+    filesystem (credentials, endpoint).
+
+    Raises
+    ------
+    OSError
+        The store cannot be read (naming it and zarr's reason).
+    """
     import zarr
 
+    kwargs = {"storage_options": storage_options} if storage_options and is_url(str(source)) else {}
     try:
-        node = zarr.open(store=str(path), mode="r")
+        return zarr.open(store=str(source), mode=mode, **kwargs)
     except Exception as err:  # zarr raises several types for unreadable stores
-        raise OSError(f"cannot read Zarr store {path}: {err}") from err
+        raise OSError(f"cannot read Zarr store {source}: {err}") from err
+
+
+def _zarr_source(
+    path: Path | str, dataset: str | None, level: int, storage_options: dict | None = None
+) -> tuple[Any, dict[str, Any], bool]:
+    """The zarr array to read, the metadata that locates it, and whether xctdask wrote
+    the store to completion (then every chunk must be present)."""
+    import zarr
+
+    node = open_zarr(path, "r", storage_options)
     meta: dict[str, Any] = {}
     if isinstance(node, zarr.Array):
         if dataset is not None:
             raise ValueError(f"{path} is a single Zarr array; dataset={dataset!r} does not apply")
-        return node, dict(node.attrs)
+        attrs = dict(node.attrs)
+        return node, attrs, _complete(attrs)
     group_attrs = dict(node.attrs)
     if dataset is None:
         multiscales = read_multiscales(group_attrs)
@@ -78,7 +100,12 @@ def _zarr_source(path: Path, dataset: str | None, level: int) -> tuple[Any, dict
     attrs = {**{k: v for k, v in group_attrs.items() if k not in ("ome", "multiscales")}}
     attrs.update(dict(array.attrs))
     attrs.update(meta)
-    return array, attrs
+    return array, attrs, _complete(group_attrs) or _complete(dict(array.attrs))
+
+
+def _complete(attrs: dict[str, Any]) -> bool:
+    mark = attrs.get("xctdask")
+    return isinstance(mark, dict) and mark.get("complete") is True
 
 
 def _nexus_default(f: Any) -> str | None:
@@ -204,6 +231,7 @@ def open_volume(
     voxel_size: float | tuple[float, float, float] | None = None,
     unit: str | None = None,
     dims: tuple[str, ...] = DIMS,
+    storage_options: dict[str, Any] | None = None,
 ) -> xr.DataArray:
     """Open a CT volume lazily as an ``xarray.DataArray`` with dims ``("z", "y", "x")``.
 
@@ -212,9 +240,10 @@ def open_volume(
 
     Parameters
     ----------
-    source : path or array
+    source : path, URL or array
         A Zarr v2/v3 store (array or group; an OME-Zarr multiscale group opens at
-        ``level``), a multi-page TIFF or a folder of 2-D TIFF slices, a ``.raw`` file with
+        ``level``), local or at an fsspec URL (``s3://``, ``gs://``, ``https://``,
+        ``zip://``), a multi-page TIFF or a folder of 2-D TIFF slices, a ``.raw`` file with
         its ``.raw.info`` (PyHST / tomo2seg), an HDF5 or NeXus file, or a NumPy, CuPy,
         Dask array or DataArray (wrapped, never copied).
     chunks : optional
@@ -231,6 +260,13 @@ def open_volume(
     dims : tuple of str
         Dimension names. A volume must be 3-D unless you name four dims, e.g.
         ``("t", "z", "y", "x")`` for a time series.
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem, e.g. ``{"endpoint_url": ..., "key":
+        ..., "secret": ...}`` for S3.
+
+    A store that :func:`xctdask.save_volume` wrote to completion is *verified* as it is
+    read: a chunk missing from it (deleted or lost since) is an error naming the chunk,
+    not a block of zeros. A chunk that cannot be decoded is an error naming it too.
 
     Returns
     -------
@@ -260,6 +296,9 @@ def open_volume(
     if isinstance(source, xr.DataArray):
         data = source if chunks is None and source.chunks else source.chunk(chunks or "auto")
         return as_volume(data, voxel_size=voxel_size, unit=unit)
+    if isinstance(source, str) and is_url(source):
+        array, attrs, complete = _zarr_source(source, dataset, level, storage_options)
+        return _from_zarr(array, attrs, complete, source, chunks, voxel_size, unit, dims)
     if isinstance(source, (str, os.PathLike)):
         return _open_path(Path(source), chunks, dataset, level, voxel_size, unit, dims)
     if hasattr(source, "shape") and hasattr(source, "dtype"):
@@ -279,9 +318,8 @@ def _open_path(path, chunks, dataset, level, voxel_size, unit, dims) -> xr.DataA
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
     if _looks_like_zarr(path) or (path.suffix == ".zarr" and path.is_dir()):
-        array, attrs = _zarr_source(path, dataset, level)
-        validate_volume(array, name=str(path), ndim=len(dims))
-        data = da.from_zarr(array, chunks=chunks if chunks is not None else array.chunks)
+        array, attrs, complete = _zarr_source(path, dataset, level)
+        return _from_zarr(array, attrs, complete, str(path), chunks, voxel_size, unit, dims)
     else:
         reader = _reader_for(path, dataset)
         validate_volume(reader, name=str(path), ndim=len(dims))
@@ -301,3 +339,22 @@ def _open_path(path, chunks, dataset, level, voxel_size, unit, dims) -> xr.DataA
     return as_volume(
         data, voxel_size=voxel_size, unit=unit, dims=dims, attrs=attrs, name=path.stem or None
     )
+
+
+def _from_zarr(array, attrs, complete, where, chunks, voxel_size, unit, dims) -> xr.DataArray:
+    """A Zarr array as a volume: one read task per chunk through :class:`ZarrReader`."""
+    validate_volume(array, name=str(where), ndim=len(dims))
+    reader = ZarrReader(array, str(where), verify=complete)
+    chunks = chunks if chunks is not None else reader.grid
+    data = da.from_array(
+        reader,
+        chunks=chunks,
+        lock=False,
+        asarray=True,
+        name=f"open-volume-{tokenize(reader.token(), chunks)}",
+        meta=np.empty((0,) * reader.ndim, reader.dtype),
+    )
+    attrs = {k: v for k, v in attrs.items() if k in ("voxel_size", "unit", "kind", "class_names")}
+    attrs["source"] = str(where)
+    name = str(where).rstrip("/").split("/")[-1].rsplit(".", 1)[0] or None
+    return as_volume(data, voxel_size=voxel_size, unit=unit, dims=dims, attrs=attrs, name=name)

@@ -22,6 +22,7 @@ __all__ = [
     "RawReader",
     "TiffStackReader",
     "VolumeReader",
+    "ZarrReader",
     "natural_sort",
 ]
 
@@ -87,6 +88,13 @@ class VolumeReader(ABC):
         stat = os.stat(self.path)
         return (type(self).__name__, str(self.path), stat.st_size, stat.st_mtime_ns)
 
+    @property
+    def source_location(self) -> str:
+        """The canonical location read (see :mod:`xctdask.io.locations`)."""
+        from xctdask.io.locations import location
+
+        return location(self.path)
+
 
 class RawReader(VolumeReader):
     """Headerless raw volume read through a memory map (x fastest, C order)."""
@@ -111,12 +119,24 @@ class MultiPageTiffReader(VolumeReader):
         import tifffile
 
         self.path = Path(path)
-        with tifffile.TiffFile(self.path) as tif:
-            series = tif.series[0]
-            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
-            n_pages = len(series.pages)
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                series = tif.series[0]
+                shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+                n_pages = len(series.pages)
+                pages_in_file = len(tif.pages)
+                described = _described_slices(tif)
+        except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as err:
+            raise OSError(
+                f"cannot read {self.path} as a TIFF (damaged or truncated?): {err}"
+            ) from None
         if len(shape) == 2:
             shape = (1, *shape)
+        if described is not None and described > pages_in_file:
+            raise OSError(
+                f"{self.path} is truncated or damaged: its metadata describes {described} "
+                f"slices but only {pages_in_file} page(s) could be read"
+            )
         if len(shape) != 3 or n_pages != shape[0]:
             raise ValueError(
                 f"{self.path} holds a TIFF series of shape {shape} over {n_pages} pages; "
@@ -131,8 +151,13 @@ class MultiPageTiffReader(VolumeReader):
         pages = list(range(zs.start, zs.stop, zs.step))
         if not pages:
             return np.empty((0, *self.shape[1:]), self.dtype)[:, ys, xs]
-        with tifffile.TiffFile(self.path) as tif:
-            stack = tif.series[0].asarray(key=pages) if self.shape[0] > 1 else tif.asarray()
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                stack = tif.series[0].asarray(key=pages) if self.shape[0] > 1 else tif.asarray()
+        except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
+            raise OSError(
+                f"cannot read pages {zs.start}..{zs.stop - 1} of {self.path}: {err}"
+            ) from None
         return np.asarray(stack).reshape(len(pages), *self.shape[1:])[:, ys, xs]
 
 
@@ -148,7 +173,11 @@ class TiffStackReader(VolumeReader):
         self.files = natural_sort(list(files))
         if not self.files:
             raise ValueError(f"no .tif/.tiff files in {self.path}")
-        with tifffile.TiffFile(self.files[0]) as tif:
+        try:
+            tif = tifffile.TiffFile(self.files[0])
+        except (tifffile.TiffFileError, OSError, ValueError) as err:
+            raise OSError(f"cannot read {self.files[0]} as a TIFF: {err}") from None
+        with tif:
             page = tif.series[0]
             if len(page.shape) != 2:
                 raise ValueError(
@@ -165,7 +194,10 @@ class TiffStackReader(VolumeReader):
         files = self.files[zs]
         out = np.empty((len(files), *self.shape[1:]), self.dtype)[:, ys, xs]
         for i, f in enumerate(files):
-            image = tifffile.imread(f)
+            try:
+                image = tifffile.imread(f)
+            except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
+                raise OSError(f"cannot read {f} as a TIFF: {err}") from None
             if image.shape != self.shape[1:]:
                 raise ValueError(
                     f"{f} has shape {image.shape}; the stack's first slice has {self.shape[1:]}"
@@ -204,6 +236,118 @@ class Hdf5Reader(VolumeReader):
 
     def token(self) -> tuple[Any, ...]:
         return (*super().token(), self.dataset)
+
+
+def _described_slices(tif: Any) -> int | None:
+    """Slices the file's ImageJ or shaped metadata promises, if it says."""
+    meta = tif.imagej_metadata or {}
+    if "images" in meta:
+        return int(meta["images"])
+    shaped = tif.shaped_metadata
+    if shaped and "shape" in shaped[0] and len(shaped[0]["shape"]) == 3:
+        return int(shaped[0]["shape"][0])
+    return None
+
+
+class ZarrReader(VolumeReader):
+    """Regions of a Zarr array (local or fsspec), checked where xctdask wrote it.
+
+    Parameters
+    ----------
+    array : zarr.Array
+    where : str
+        The location shown in messages (path or URL).
+    verify : bool
+        The store was written to completion by :func:`xctdask.save_volume`, so every
+        chunk must exist: a missing one is an error naming it instead of reading as
+        the fill value.
+
+    A chunk that cannot be decoded (a truncated or corrupt file) raises ``OSError``
+    naming the store and the chunk key. Picklable: Dask ships it to the workers.
+    """
+
+    def __init__(self, array: Any, where: str, *, verify: bool = False):
+        self.array = array
+        self.path = where
+        self.shape = tuple(int(s) for s in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.chunks = tuple(int(c) for c in array.chunks)
+        shards = getattr(array, "shards", None)
+        self.grid = tuple(int(c) for c in (shards or array.chunks))
+        self.verify = verify
+
+    @property
+    def source_location(self) -> str:
+        from xctdask.io.guard import location_of
+
+        return location_of(self.array) or self.path
+
+    def token(self) -> tuple[Any, ...]:
+        from xctdask.io.locations import is_url
+
+        stamp = None
+        if not is_url(self.path):
+            for name in ("zarr.json", ".zarray", ".zattrs"):
+                meta = Path(self.path) / name
+                if meta.exists():
+                    stamp = os.stat(meta).st_mtime_ns
+                    break
+        return ("ZarrReader", self.source_location, self.shape, str(self.dtype), stamp)
+
+    def grid_keys(self, key: tuple[slice, ...]) -> list[tuple[tuple[int, ...], str]]:
+        """Grid coordinates and store keys of the chunks (shards) a region touches."""
+        import itertools
+
+        ranges = [
+            range(s.start // g, -(-s.stop // g)) if s.stop > s.start else range(0)
+            for s, g in zip(key, self.grid, strict=True)
+        ]
+        prefix = self.array.store_path.path
+        out = []
+        for coords in itertools.product(*ranges):
+            name = self.array.metadata.encode_chunk_key(coords)
+            out.append((coords, f"{prefix}/{name}" if prefix else name))
+        return out
+
+    def missing(self, keys: list[str]) -> list[str]:
+        """The store keys among ``keys`` that do not exist."""
+        import asyncio
+
+        from zarr.core.sync import sync
+
+        store = self.array.store_path.store
+
+        async def present() -> list[bool]:
+            return list(await asyncio.gather(*(store.exists(k) for k in keys)))
+
+        return [k for k, ok in zip(keys, sync(present()), strict=True) if not ok]
+
+    def _read(self, key: tuple[slice, ...]) -> np.ndarray:
+        if self.verify:
+            lost = self.missing([k for _, k in self.grid_keys(key)])
+            if lost:
+                raise OSError(
+                    f"chunk {lost[0]!r} of {self.path} is missing"
+                    + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else "")
+                    + ": the store was written completely, so it has been damaged since "
+                    "(run `xctdask info --check` on it)"
+                )
+        try:
+            return np.asarray(self.array[key])
+        except Exception as err:
+            raise OSError(self._decode_error(key, err)) from None
+
+    def _decode_error(self, key: tuple[slice, ...], err: Exception) -> str:
+        for coords, name in self.grid_keys(key):
+            region = tuple(
+                slice(c * g, min((c + 1) * g, n))
+                for c, g, n in zip(coords, self.grid, self.shape, strict=True)
+            )
+            try:
+                self.array[region]
+            except Exception as inner:
+                return f"cannot decode chunk {name!r} of {self.path}: {inner}"
+        return f"cannot read {self.path} at {key}: {err}"
 
 
 def _plain(value: Any) -> Any:

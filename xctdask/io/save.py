@@ -1,28 +1,37 @@
-"""``save_volume``: write a volume to Zarr chunk by chunk, resumably.
+"""``save_volume``: write a volume to Zarr chunk by chunk (or shard by shard), resumably.
 
-How resume works: every output chunk is written by exactly one task, with
-``write_empty_chunks`` on so that every finished chunk exists in the store, and Zarr's
-local store writes each chunk atomically (temporary file, then link). A store we create
-carries ``attrs["xctdask"]["complete"] = False`` until the last chunk is in. A rerun on
-such an incomplete store lists the chunk keys already present and builds tasks only for
-the others, so the source is not even computed for finished chunks.
+How resume works: every output chunk (every shard, with ``shards=``) is written by
+exactly one task, with ``write_empty_chunks`` on so that every finished chunk exists in
+the store, and Zarr's local store writes each chunk atomically (temporary file, then
+link). A store we create carries ``attrs["xctdask"]["complete"] = False`` until the
+last chunk is in. A rerun on such an incomplete store lists the chunk keys already
+present and computes only the others, so the source is not even computed for finished
+chunks. The write is one Blockwise layer over the source, so the graph of a terabyte
+write is not materialised on the client.
+
+What is protected: the output may not be, contain, or lie inside any store or file the
+written data are computed from (:mod:`xctdask.io.guard`); an existing output is only
+replaced with ``overwrite=True``, and a folder that is not a Zarr store never is; a
+write that fails before its first chunk leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
 from xctdask import _progress
-from xctdask.backend import as_dask, is_cupy, unwrap, validate_volume
+from xctdask.backend import as_dask, to_host, unwrap, validate_volume
+from xctdask.io.guard import check_output
+from xctdask.io.locations import is_url
 from xctdask.io.omezarr import downsample, multiscales_metadata
 
 __all__ = ["SaveResult", "save_volume"]
@@ -36,8 +45,8 @@ class SaveResult:
 
     Attributes
     ----------
-    path : Path
-        The store written.
+    path : Path or str
+        The store written (a ``str`` for URLs).
     chunks_written, chunks_skipped : int
         Chunks written now, and chunks found complete from an earlier interrupted run
         (summed over all pyramid levels).
@@ -45,7 +54,7 @@ class SaveResult:
         Number of resolution levels in the store (1 without a pyramid).
     """
 
-    path: Path
+    path: Path | str
     chunks_written: int
     chunks_skipped: int
     levels: int
@@ -63,12 +72,58 @@ def _codec(compression: str | None, level: int, zarr_format: int) -> Any:
     return BloscCodec(cname=compression, clevel=level)
 
 
+class _Target:
+    """Where a store goes: a local folder or an fsspec URL, with what zarr needs."""
+
+    def __init__(self, path: str | os.PathLike, storage_options: dict | None):
+        self.url = is_url(str(path))
+        self.path: Path | str = str(path) if self.url else Path(path)
+        self.storage_options = storage_options or {}
+        if self.url:
+            import fsspec
+
+            self.fs, self.fs_path = fsspec.core.url_to_fs(str(path), **self.storage_options)
+
+    @property
+    def zarr_kwargs(self) -> dict[str, Any]:
+        return {"storage_options": self.storage_options} if self.url else {}
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.fs_path) if self.url else Path(self.path).exists()
+
+    def is_zarr_store(self) -> bool:
+        names = ("zarr.json", ".zarray", ".zgroup")
+        if self.url:
+            return any(self.fs.exists(f"{self.fs_path}/{n}") for n in names)
+        return _is_zarr_store(Path(self.path))
+
+    def is_empty_folder(self) -> bool:
+        if self.url:
+            return self.fs.isdir(self.fs_path) and not self.fs.ls(self.fs_path)
+        path = Path(self.path)
+        return path.is_dir() and not any(path.iterdir())
+
+    def remove(self) -> None:
+        if self.url:
+            self.fs.rm(self.fs_path, recursive=True)
+        elif Path(self.path).is_dir():
+            shutil.rmtree(self.path)
+        else:
+            Path(self.path).unlink()
+
+
 def _is_zarr_store(path: Path) -> bool:
     return path.is_dir() and any((path / n).exists() for n in ("zarr.json", ".zarray", ".zgroup"))
 
 
+def _grid(array: Any) -> tuple[int, ...]:
+    """The write unit of ``array``: its shard shape if sharded, else its chunk shape."""
+    shards = getattr(array, "shards", None)
+    return tuple(int(c) for c in (shards or array.chunks))
+
+
 def _existing_chunks(array: Any) -> set[tuple[int, ...]]:
-    """Chunk grid coordinates whose keys are present in ``array``'s store."""
+    """Grid coordinates (chunks, or shards) whose keys are present in ``array``'s store."""
     from zarr.core.sync import sync
 
     store_path = array.store_path
@@ -78,38 +133,66 @@ def _existing_chunks(array: Any) -> set[tuple[int, ...]]:
         return [key async for key in store_path.store.list_prefix(prefix)]
 
     present = {key[len(prefix) :] for key in sync(listing())}
-    grid = itertools.product(*(range(n) for n in array.cdata_shape))
-    return {c for c in grid if array.metadata.encode_chunk_key(c) in present}
+    grid = _grid(array)
+    counts = [-(-n // g) for n, g in zip(array.shape, grid, strict=True)]
+    cells = itertools.product(*(range(n) for n in counts))
+    return {c for c in cells if array.metadata.encode_chunk_key(c) in present}
 
 
-def _write_chunk(block: Any, array: Any, region: tuple[slice, ...]) -> int:
-    array[region] = np.asarray(block)
-    return 1
+def _write_block(block: Any, array: Any = None, block_info: Any = None) -> np.ndarray:
+    """Write one block (a whole chunk or shard) where it belongs; return a 1 per block."""
+    region = tuple(slice(lo, hi) for lo, hi in block_info[0]["array-location"])
+    array[region] = to_host(block)
+    return np.ones((1,) * block.ndim, np.int64)
 
 
 def _write_array(data: da.Array, array: Any, progress: bool, description: str) -> tuple[int, int]:
-    """Write the chunks of ``array`` that are not yet in its store; return counts."""
+    """Write the blocks of ``data`` (aligned with ``array``'s grid) not yet in its store.
+
+    One Blockwise layer writes every block; on a resume only the keys of the missing
+    blocks are computed, so the source is not recomputed for finished ones.
+    """
+    from dask.delayed import Delayed
+
     done = _existing_chunks(array)
-    blocks = data.to_delayed(optimize_graph=True)
-    starts = [np.cumsum((0, *c)) for c in data.chunks]
-    tasks = []
-    for index in itertools.product(*(range(n) for n in data.numblocks)):
-        if index in done:
-            continue
-        region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, index, strict=True))
-        tasks.append(dask.delayed(_write_chunk, pure=False)(blocks[index], array, region))
-    if tasks:
-        _progress.compute(*tasks, progress=progress, description=description)
-    return len(tasks), len(done)
+    written = da.map_blocks(
+        _write_block,
+        data,
+        array=array,
+        chunks=tuple((1,) * len(c) for c in data.chunks),
+        dtype=np.int64,
+        meta=np.empty((0,) * data.ndim, np.int64),
+        name="xctdask-write-" + _token(data, array),
+    )
+    cells = list(itertools.product(*(range(n) for n in data.numblocks)))
+    todo = [c for c in cells if c not in done]
+    if not todo:
+        return 0, len(done)
+    if not done:
+        _progress.compute(written.sum(), progress=progress, description=description)
+    else:
+        graph = written.__dask_graph__()
+        parts = [Delayed((written.name, *c), graph, layer=written.name) for c in todo]
+        _progress.compute(*parts, progress=progress, description=description)
+    return len(todo), len(done)
 
 
-def _mark(attrs: dict[str, Any], complete: bool) -> dict[str, Any]:
+def _token(data: da.Array, array: Any) -> str:
+    from dask.base import tokenize
+
+    return tokenize(data.name, str(array.store_path), array.shape)
+
+
+def _mark(attrs: dict[str, Any], complete: bool, grid: Any = None) -> dict[str, Any]:
     from xctdask import __version__
 
-    return {**attrs, _MARK: {"complete": complete, "version": __version__}}
+    mark: dict[str, Any] = {"complete": complete, "version": __version__}
+    if grid is not None:
+        mark["grid"] = list(grid)
+    return {**attrs, _MARK: mark}
 
 
-def is_interrupted_write(path: str | Path) -> bool:
+def is_interrupted_write(path: str | Path, storage_options: dict | None = None) -> bool:
     """True if ``path`` is a Zarr store that :func:`save_volume` began and did not
     finish: calling ``save_volume`` again with the same volume resumes it.
 
@@ -121,37 +204,41 @@ def is_interrupted_write(path: str | Path) -> bool:
     """
     import zarr
 
-    path = Path(path)
-    if not path.exists() or not _is_zarr_store(path):
+    target = _Target(path, storage_options)
+    if not target.exists() or not target.is_zarr_store():
         return False
     try:
-        mark = dict(zarr.open(store=str(path), mode="r").attrs).get(_MARK, {})
+        node = zarr.open(store=str(target.path), mode="r", **target.zarr_kwargs)
+        mark = dict(node.attrs).get(_MARK, {})
     except Exception:  # an unreadable store is not ours to resume
         return False
     return mark.get("complete") is False
 
 
-def _prepare_target(path: Path, overwrite: bool) -> bool:
+def _prepare_target(target: _Target, overwrite: bool) -> bool:
     """Decide between a fresh write and a resume; return True to resume."""
 
-    if not path.exists():
+    if not target.exists():
+        return False
+    if target.is_empty_folder():  # holds nothing to lose, e.g. left by a failed tool
+        target.remove()
         return False
     if overwrite:
-        if not _is_zarr_store(path):
+        if not target.is_zarr_store():
             raise FileExistsError(
-                f"{path} exists and is not a Zarr store; refusing to delete it even with "
-                "overwrite=True"
+                f"{target.path} exists and is not a Zarr store; refusing to delete it even "
+                "with overwrite=True"
             )
-        shutil.rmtree(path)
+        target.remove()
         return False
-    if is_interrupted_write(path):
+    if is_interrupted_write(target.path, target.storage_options):
         return True
-    raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    raise FileExistsError(f"{target.path} already exists; pass overwrite=True to replace it")
 
 
-def _check_resumable(array: Any, data: da.Array, chunks: tuple[int, ...], path: Path) -> None:
-    found = (tuple(array.shape), np.dtype(array.dtype), tuple(array.chunks))
-    want = (tuple(data.shape), np.dtype(data.dtype), chunks)
+def _check_resumable(array: Any, data: da.Array, grid: tuple[int, ...], path: Any) -> None:
+    found = (tuple(array.shape), np.dtype(array.dtype), _grid(array))
+    want = (tuple(data.shape), np.dtype(data.dtype), grid)
     if found != want:
         raise FileExistsError(
             f"{path} holds an interrupted write of shape/dtype/chunks {found}, which does "
@@ -162,10 +249,11 @@ def _check_resumable(array: Any, data: da.Array, chunks: tuple[int, ...], path: 
 def _open_or_create(
     parent: Any,
     name: str | None,
-    path: Path,
+    target: _Target,
     data: da.Array,
-    chunks,
-    codec,
+    chunks: tuple[int, ...],
+    shards: tuple[int, ...] | None,
+    codec: Any,
     zarr_format: int,
     attrs: dict[str, Any],
     resume: bool,
@@ -174,9 +262,13 @@ def _open_or_create(
 
     if resume:
         array = zarr.open_array(
-            store=str(path), path=name or "", mode="r+", config={"write_empty_chunks": True}
+            store=str(target.path),
+            path=name or "",
+            mode="r+",
+            config={"write_empty_chunks": True},
+            **target.zarr_kwargs,
         )
-        _check_resumable(array, data, chunks, path)
+        _check_resumable(array, data, shards or chunks, target.path)
         return array
     kwargs: dict[str, Any] = dict(
         shape=data.shape,
@@ -187,11 +279,28 @@ def _open_or_create(
         attributes=attrs,
         config={"write_empty_chunks": True},
     )
+    if shards is not None:
+        kwargs["shards"] = shards
     if zarr_format == 3:
         kwargs["dimension_names"] = ("z", "y", "x")
     if parent is None:
-        return zarr.create_array(store=str(path), zarr_format=zarr_format, **kwargs)
+        return zarr.create_array(
+            store=str(target.path), zarr_format=zarr_format, **kwargs, **target.zarr_kwargs
+        )
     return parent.create_array(name, **kwargs)
+
+
+def _check_chunks(chunks: Any, name: str = "chunks") -> tuple[int, int, int] | None:
+    if chunks is None:
+        return None
+    try:
+        values = tuple(int(c) for c in chunks)
+        ok = len(values) == 3 and all(v == c for v, c in zip(values, chunks, strict=True))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or min(values) < 1:
+        raise ValueError(f"{name} must be three positive integers (z, y, x), got {chunks!r}")
+    return values
 
 
 def save_volume(
@@ -199,34 +308,43 @@ def save_volume(
     path: str | Path,
     *,
     chunks: tuple[int, int, int] | None = None,
+    shards: tuple[int, int, int] | bool | None = None,
     overwrite: bool = False,
     multiscale: int | bool = False,
     kind: str | None = None,
     compression: str | None = "zstd",
     compression_level: int = 3,
     zarr_format: int = 3,
+    storage_options: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> SaveResult:
     """Write a volume to a Zarr store, chunk by chunk through Dask; resumable.
 
     This computes: it is the point where a lazy pipeline runs. Exactly one task writes
-    each output chunk. If an earlier call on the same ``path`` was interrupted (a
-    crash, a failing chunk, a killed job), calling again with the same volume writes
-    only the chunks that are missing and leaves the finished ones alone.
+    each output chunk (each shard with ``shards``). If an earlier call on the same
+    ``path`` was interrupted (a crash, a failing chunk, a killed job), calling again
+    with the same volume writes only the chunks that are missing and leaves the
+    finished ones alone.
 
     Parameters
     ----------
     data : array or DataArray
-        A 3-D volume: NumPy, CuPy, Dask or an ``xarray.DataArray`` (its ``voxel_size``
-        and ``unit`` attributes are stored).
+        A 3-D volume: NumPy, CuPy, Dask or an ``xarray.DataArray`` (its ``voxel_size``,
+        ``unit`` and ``class_names`` attributes are stored).
     path : str or Path
-        Output store (a folder). It must not exist unless ``overwrite=True`` or it holds
-        an interrupted write of this same volume.
+        Output store: a folder, or an fsspec URL (``s3://bucket/out.zarr``, ...). It
+        must not exist unless ``overwrite=True`` or it holds an interrupted write of
+        this same volume. It may not be, contain or lie inside any input of ``data``.
     chunks : tuple of int, optional
         Storage chunks; default: the Dask chunks of ``data`` (regularised).
+    shards : tuple of int or True, optional
+        Zarr v3 sharding: ``shards`` voxels per shard file, a multiple of ``chunks``
+        (``True``: the Dask chunks of ``data`` rounded up to a multiple of ``chunks``).
+        A terabyte volume then is thousands of files instead of hundreds of thousands;
+        each shard is written by one task and resume works shard by shard.
     overwrite : bool
         Replace an existing Zarr store at ``path``. A path that is not a Zarr store is
-        never deleted.
+        never deleted (an empty folder is replaced without asking).
     multiscale : int or bool
         ``True`` or a number of levels > 1 writes an OME-Zarr multiscale group (NGFF 0.5
         for Zarr v3, 0.4 for v2) that napari and neuroglancer open; each level halves
@@ -240,20 +358,25 @@ def save_volume(
     compression_level : int
         Blosc level.
     zarr_format : {3, 2}
-        Zarr format version.
+        Zarr format version (sharding needs 3).
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem (credentials, endpoint).
     progress : bool
         Show a progress bar.
 
     Returns
     -------
     SaveResult
-        The path, and how many chunks were written and skipped.
+        The path, and how many chunks (shards) were written and skipped.
 
     Raises
     ------
     FileExistsError
         ``path`` exists and ``overwrite`` is false (and it is not an interrupted write
         of the same shape, dtype and chunks).
+    ValueError
+        ``path`` is, contains or lies inside a store that ``data`` is read from; bad
+        ``chunks``, ``shards``, ``kind`` or ``zarr_format``.
 
     Examples
     --------
@@ -264,16 +387,17 @@ def save_volume(
     """
     import zarr
 
-    path = Path(path)
     source_attrs = dict(data.attrs) if isinstance(data, xr.DataArray) else {}
     validate_volume(data)
-    if source_attrs.get("source") and Path(source_attrs["source"]).resolve() == path.resolve():
-        raise ValueError(f"refusing to write over the input volume's own store {path}")
+    chunks = _check_chunks(chunks)
     kind = kind or source_attrs.get("kind", "image")
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
+    if shards is not None and shards is not False and zarr_format != 3:
+        raise ValueError("shards need zarr_format=3")
+    check_output(path, data, inputs=[source_attrs.get("source")])
 
     array_in = unwrap(data)
     if not isinstance(array_in, da.Array):
@@ -281,11 +405,9 @@ def save_volume(
     if chunks is None:
         chunks = tuple(int(max(c)) for c in array_in.chunks)
     chunks = tuple(int(min(c, s)) for c, s in zip(chunks, array_in.shape, strict=True))
-    array_in = array_in.rechunk(chunks)
-    if is_cupy(array_in):
-        array_in = array_in.map_blocks(
-            lambda b: b.get(), dtype=array_in.dtype, meta=np.empty((0, 0, 0), array_in.dtype)
-        )
+    shard_shape = _shard_shape(shards, chunks, array_in)
+    grid = shard_shape or chunks
+    array_in = array_in.rechunk(grid)
 
     voxel_size = tuple(source_attrs.get("voxel_size", (1.0, 1.0, 1.0)))
     unit = source_attrs.get("unit", "voxel")
@@ -296,44 +418,107 @@ def save_volume(
 
     n_levels = _n_levels(multiscale, array_in.shape)
     codec = _codec(compression, compression_level, zarr_format)
-    resume = _prepare_target(path, overwrite)
-
-    if n_levels == 1:
-        array = _open_or_create(
-            None, None, path, array_in, chunks, codec, zarr_format, _mark(attrs, False), resume
-        )
-        written, skipped = _write_array(array_in, array, progress, f"writing {path}")
-        array.attrs.update(_mark(attrs, True))
-        return SaveResult(path, written, skipped, 1)
-
-    if resume:
-        group = zarr.open_group(store=str(path), mode="r+")
-    else:
-        group = zarr.create_group(store=str(path), zarr_format=zarr_format)
-        ms = multiscales_metadata(n_levels, voxel_size, unit, path.stem, kind)
-        ngff = (
-            {"ome": {"version": "0.5", "multiscales": [ms]}}
-            if zarr_format == 3
-            else {"multiscales": [{"version": "0.4", **ms}]}
-        )
-        group.attrs.update(_mark({**ngff, **attrs}, False))
+    target = _Target(path, storage_options)
+    resume = _prepare_target(target, overwrite)
     written = skipped = 0
-    level_data = array_in
-    for level in range(n_levels):
-        name = str(level)
-        if level > 0:
-            previous = group[str(level - 1)]
-            level_data = downsample(da.from_zarr(previous), kind)
-        level_chunks = tuple(int(min(c, s)) for c, s in zip(chunks, level_data.shape, strict=True))
-        level_data = level_data.rechunk(level_chunks)
-        exists = resume and name in group
-        array = _open_or_create(
-            group, name, path, level_data, level_chunks, codec, zarr_format, {}, exists
-        )
-        w, s = _write_array(level_data, array, progress, f"writing {path} level {level}")
-        written, skipped = written + w, skipped + s
-    group.attrs.update(_mark(dict(group.attrs), True))
-    return SaveResult(path, written, skipped, n_levels)
+    try:
+        if n_levels == 1:
+            array = _open_or_create(
+                None,
+                None,
+                target,
+                array_in,
+                chunks,
+                shard_shape,
+                codec,
+                zarr_format,
+                _mark(attrs, False),
+                resume,
+            )
+            written, skipped = _write_array(array_in, array, progress, f"writing {path}")
+            array.attrs.update(_mark(attrs, True, array_in.numblocks))
+            return SaveResult(target.path, written, skipped, 1)
+
+        if resume:
+            group = zarr.open_group(store=str(target.path), mode="r+", **target.zarr_kwargs)
+        else:
+            group = zarr.create_group(
+                store=str(target.path), zarr_format=zarr_format, **target.zarr_kwargs
+            )
+            stem = str(path).rstrip("/").split("/")[-1].rsplit(".", 1)[0]
+            ms = multiscales_metadata(n_levels, voxel_size, unit, stem, kind)
+            ngff = (
+                {"ome": {"version": "0.5", "multiscales": [ms]}}
+                if zarr_format == 3
+                else {"multiscales": [{"version": "0.4", **ms}]}
+            )
+            group.attrs.update(_mark({**ngff, **attrs}, False))
+        level_data = array_in
+        for level in range(n_levels):
+            name = str(level)
+            if level > 0:
+                previous = group[str(level - 1)]
+                level_data = downsample(da.from_zarr(previous), kind)
+            level_chunks = tuple(
+                int(min(c, s)) for c, s in zip(chunks, level_data.shape, strict=True)
+            )
+            level_shards = (
+                None
+                if shard_shape is None
+                else tuple(
+                    int(min(s, -(-n // c) * c))
+                    for s, c, n in zip(shard_shape, level_chunks, level_data.shape, strict=True)
+                )
+            )
+            level_data = level_data.rechunk(level_shards or level_chunks)
+            exists = resume and name in group
+            array = _open_or_create(
+                group,
+                name,
+                target,
+                level_data,
+                level_chunks,
+                level_shards,
+                codec,
+                zarr_format,
+                {},
+                exists,
+            )
+            w, s = _write_array(level_data, array, progress, f"writing {path} level {level}")
+            written, skipped = written + w, skipped + s
+        group.attrs.update(_mark(dict(group.attrs), True))
+        return SaveResult(target.path, written, skipped, n_levels)
+    except BaseException:
+        if not resume and written == 0 and _nothing_written(target):
+            target.remove()  # a failed fresh write leaves nothing behind
+        raise
+
+
+def _nothing_written(target: _Target) -> bool:
+    """True if the store holds metadata only (no chunk was written yet)."""
+    if not target.exists():
+        return False
+    if target.url:
+        files = target.fs.find(target.fs_path)
+        names = [f.rsplit("/", 1)[-1] for f in files]
+    else:
+        names = [p.name for p in Path(target.path).rglob("*") if p.is_file()]
+    return all(n in ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata") for n in names)
+
+
+def _shard_shape(shards: Any, chunks: tuple[int, ...], data: da.Array) -> tuple[int, ...] | None:
+    if shards is None or shards is False:
+        return None
+    if shards is True:
+        wanted = tuple(int(max(c)) for c in data.chunks)
+    else:
+        wanted = _check_chunks(shards, "shards")
+        if any(s % c for s, c in zip(wanted, chunks, strict=True)):
+            raise ValueError(f"shards {wanted} must be a multiple of chunks {chunks}")
+    return tuple(
+        int(min(-(-w // c) * c, -(-n // c) * c))
+        for w, c, n in zip(wanted, chunks, data.shape, strict=True)
+    )
 
 
 def _n_levels(multiscale: int | bool, shape: tuple[int, ...]) -> int:

@@ -215,6 +215,7 @@ class DenseUSeg(Network):
         del self.config["dims"]
         self.spatial_dims = dims
         self.in_channels = in_channels
+        self.n_classes = n_classes
         self.stem = _Stem(dims, in_channels, k0)
         self.body = _DenseBody(dims, k0, growth, n_blocks, modules_per_block, compression, dropout)
         self.head = blocks.conv(dims, self.body.out_channels, n_classes, 1)
@@ -261,6 +262,7 @@ class StackedDenseUSeg(Network):
         self.config = arguments("stacked-denseuseg", config)
         self.spatial_dims = dims
         self.in_channels = in_channels
+        self.n_classes = n_classes
         self.stem = _Stem(dims, in_channels, k0)
         args = (dims, k0, growth, n_blocks, modules_per_block, compression)
         self.denoiser = _DenseBody(*args, denoise_dropout)

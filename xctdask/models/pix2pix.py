@@ -104,6 +104,8 @@ class Pix2Pix(Network):
         )
         self.config = arguments("pix2pix", config)
         self.spatial_dims = dims
+        self.in_channels = in_channels
+        self.n_classes = n_classes
         self.halo = self.generator.halo
 
     @property

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from xctdask.io.locations import location
 from xctdask.models.registry import build
 
-__all__ = ["load", "save"]
+__all__ = ["load", "read_file", "save"]
 
 _FORMAT = "xctdask-model"
 
@@ -69,21 +70,45 @@ def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
         If the file is not an xctdask model or checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    try:
-        state: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
-    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+    state = read_file(path, map_location=map_location)
+    if not isinstance(state.get("config"), dict):
         raise ValueError(f"{path} holds no network config: not an xctdask model file")
     config = dict(state["config"])
     weights = state.get("state_dict", state.get("model"))
     if weights is None:
         raise ValueError(f"{path} holds no weights")
-    net = build(config.pop("name"), **config)
-    net.load_state_dict(weights)
+    try:
+        net = build(config.pop("name"), **config)
+        net.load_state_dict(weights)
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:
+        raise ValueError(f"{path} does not rebuild an xctdask network: {err}") from None
     norm = state.get("normalization")
     net.normalization = tuple(norm) if norm is not None else None
     net.class_names = state.get("class_names")
+    net.source_location = location(path)  # the write guard refuses to write over it
     return net.eval()
+
+
+def read_file(path: Path, *, map_location: str = "cpu") -> dict[str, Any]:
+    """The dict in an xctdask file (model, checkpoint or Segmenter), loaded with
+    ``weights_only=True``: no code in the file runs.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        The file is not one xctdask wrote (random bytes, a pickle that needs code to
+        load, another program's file).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # PyTorch's message advises weights_only=False: never for us
+        raise ValueError(
+            f"{path} is not an xctdask model file (it cannot be read as one: {type(err).__name__})"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not an xctdask model file")
+    return state

@@ -151,6 +151,7 @@ class ModularUNet(Network):
         self.depth, self.skip, self.context = depth, skip, context
         self.multiple = 2**depth  # input sizes are padded to a multiple of this
         self.in_channels = in_channels
+        self.n_classes = n_classes
         options = {"norm": norm, "activation": activation, "dropout": dropout}
         widths = [f0 * 2**level for level in range(depth + 1)]
         self.top = ConvBlock(dims, in_channels * context, widths[0], **options)

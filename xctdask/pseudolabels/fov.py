@@ -32,10 +32,10 @@ class FieldOfView:
     center_y, center_x : float
         Centre in voxel coordinates.
     radius : float
-        Voxels at distance ≤ ``radius`` from the centre are inside.
+        Voxels at distance ≤ ``radius`` from the centre are inside; ``inf`` when the
+        data have no field of view (every voxel is inside, nothing is masked).
     outside_value : float or None
-        The constant value found outside (None when the slice had no constant exterior
-        and the inscribed circle was used).
+        The constant value found outside (None when there is none).
     """
 
     center_y: float
@@ -45,6 +45,11 @@ class FieldOfView:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def everything(self) -> bool:
+        """True when the circle holds every voxel: nothing to mask."""
+        return not np.isfinite(self.radius)
 
     def inside(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Boolean grid, True inside the circle, for coordinate vectors ``y`` and ``x``."""
@@ -61,8 +66,11 @@ def find_field_of_view(vol: Any, *, z: int | None = None) -> FieldOfView:
     value; the circle is the smallest one about the centre of the voxels that differ
     from it that holds all of them. Only the chunks holding that slice are read.
 
-    If the corners differ (the reconstruction has no constant exterior), the circle
-    inscribed in the slice is used and a ``UserWarning`` says so.
+    If the corners differ, the data have no constant exterior (a cropped
+    reconstruction, a micro-CT stack, a set of 2-D images): the field of view is the
+    whole slice, so nothing is masked, and a ``UserWarning`` says so. A constant slice
+    has no field of view to find either (the histogram pass then reports a constant
+    volume).
 
     Examples
     --------
@@ -81,20 +89,20 @@ def find_field_of_view(vol: Any, *, z: int | None = None) -> FieldOfView:
     plane = plane.get() if hasattr(plane, "get") else np.asarray(plane)
     ny, nx = plane.shape
     corners = plane[[0, 0, -1, -1], [0, -1, 0, -1]]
-    inscribed = FieldOfView((ny - 1) / 2, (nx - 1) / 2, min(ny, nx) / 2, None)
+    whole = FieldOfView((ny - 1) / 2, (nx - 1) / 2, float("inf"), None)
     if not (np.all(corners == corners[0]) and np.isfinite(corners[0])):
         warnings.warn(
             "mask='cylinder': the corners of slice "
             f"{z} differ ({corners.tolist()}), so there is no constant region outside a "
-            "field of view; using the circle inscribed in the slice",
+            "field of view; nothing is masked",
             UserWarning,
             stacklevel=2,
         )
-        return inscribed
+        return whole
     outside = corners[0]
     ys, xs = np.nonzero(plane != outside)
     if ys.size == 0:
-        raise ValueError(f"slice {z} is constant ({outside!r}): no field of view to find")
+        return whole  # a constant slice: nothing to find here
     cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
     radius = float(np.sqrt(((ys - cy) ** 2 + (xs - cx) ** 2).max()))
     return FieldOfView(float(cy), float(cx), radius, float(outside))

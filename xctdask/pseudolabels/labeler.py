@@ -187,6 +187,8 @@ class PseudoLabeler:
                     f"the field of view was found on slices of shape {self._fov_slice_shape}; "
                     f"this volume's slices are {tuple(data.shape[1:])}: pass an explicit mask"
                 )
+            if fov.everything:  # no field of view in these data: nothing to mask
+                return None
             chunks = data.chunks if is_dask(data) else data.shape
             lazy = cylinder_mask(data.shape, chunks, fov)
             return lazy if is_dask(data) else lazy.compute(scheduler="sync")
