@@ -107,3 +107,22 @@ def test_bad_input(phantom, tmp_path):
     xd.models.save(net, tmp_path / "net.pt")
     with pytest.raises(ValueError, match="not an xctdask Segmenter"):
         xd.Segmenter.load(tmp_path / "net.pt")
+
+
+def test_pix2pix_is_a_segmenter_that_fits_and_transforms():
+    """The PXCT paper segments with Pix2Pix: the Segmenter must train and apply it."""
+    ds = xd.phantoms.make("fibre-composite", (24, 64, 64), seed=5)
+    seg = xd.Segmenter(
+        3,
+        model="pix2pix",
+        steps=4,
+        steps_self_correct=2,
+        patch=32,
+        depth=2,
+        f0=4,
+        tile=32,
+        progress=False,
+    ).fit(ds.hq)
+    assert seg.network_.config["name"] == "pix2pix" and "stage3" in seg.history
+    labels = seg.transform(ds.hq).values
+    assert labels.shape == ds.hq.shape and labels.max() < 3

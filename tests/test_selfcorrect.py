@@ -87,3 +87,57 @@ def test_runs_without_a_validation_slab(setup):
     net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
     teacher = self_correct(net, whole, steps=4, batch_size=2, val_every=2, progress=False)
     assert teacher.history.val_step == [] and len(teacher.history.loss) == 4
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopsAfter:
+    """A sampler that dies after ``n`` training batches (a killed job)."""
+
+    def __init__(self, sampler, n):
+        self._sampler, self._n = sampler, n
+
+    def __getattr__(self, name):
+        return getattr(self._sampler, name)
+
+    def batches(self, part, *args, **kwargs):
+        for i, batch in enumerate(self._sampler.batches(part, *args, **kwargs)):
+            if part == "train" and i == self._n:
+                raise Interrupted
+            yield batch
+
+
+def test_self_correct_resumes_exactly_after_an_interruption(setup, tmp_path):
+    def student():
+        torch.manual_seed(0)
+        return xd.models.build("unet2d", 1, 3, depth=2, f0=4, dropout=0.2)
+
+    options = dict(
+        steps=16,
+        threshold=0.6,
+        ema=0.9,
+        lr=1e-3,
+        batch_size=2,
+        val_every=5,
+        val_batches=1,
+        validation=setup["truth"],
+        progress=False,
+        seed=4,
+    )
+    straight = self_correct(student(), setup["unlabelled"], checkpoint=tmp_path / "a", **options)
+    with pytest.raises(Interrupted):  # killed after 12 steps: the last checkpoint is step 10
+        self_correct(
+            student(), StopsAfter(setup["unlabelled"], 12), checkpoint=tmp_path / "b", **options
+        )
+    resumed = self_correct(
+        student(), setup["unlabelled"], checkpoint=tmp_path / "b", resume=True, **options
+    )
+    a, b = straight.history, resumed.history
+    assert b.step == a.step == list(range(16))
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.mean_confidence, a.mean_confidence, rtol=1e-5)
+    np.testing.assert_allclose(b.val_miou, a.val_miou, rtol=1e-5)
+    for p, q in zip(straight.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -1,5 +1,9 @@
 """xctdask: segmentation of terabyte X-ray CT volumes on Dask.
 
+Everything is imported on first use (PEP 562, through ``lazy_loader``), so ``import
+xctdask`` and ``xctdask --version`` are instant and a script pays only for what it
+uses.
+
 Examples
 --------
 >>> import numpy as np
@@ -9,27 +13,39 @@ Examples
 ('z', 'y', 'x')
 """
 
+import lazy_loader
+
 __version__ = "0.1.0.dev0"
 
-from xctdask import (
-    augment,
-    cluster,
-    inference,
-    io,
-    losses,
-    metrics,
-    models,
-    phantoms,
-    pseudolabels,
-    viz,
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submodules=[
+        "augment",
+        "backend",
+        "cluster",
+        "engine",
+        "inference",
+        "io",
+        "losses",
+        "metrics",
+        "models",
+        "phantoms",
+        "pseudolabels",
+        "sampling",
+        "selfcorrect",
+        "teacher",
+        "viz",
+    ],
+    submod_attrs={
+        "inference": ["predict"],
+        "io": ["open_volume", "save_volume"],
+        "pseudolabels": ["PseudoLabeler", "pseudo_labels"],
+        "sampling": ["PatchSampler"],
+        "segment": ["Segmenter", "segment"],
+        "selfcorrect": ["self_correct"],
+        "train": ["train"],
+    },
 )
-from xctdask.inference import predict
-from xctdask.io import open_volume, save_volume
-from xctdask.pseudolabels import PseudoLabeler, pseudo_labels
-from xctdask.sampling import PatchSampler
-from xctdask.segment import Segmenter, segment
-from xctdask.selfcorrect import self_correct
-from xctdask.train import train
 
 __all__ = [
     "PatchSampler",
@@ -38,6 +54,7 @@ __all__ = [
     "__version__",
     "augment",
     "cluster",
+    "engine",
     "inference",
     "io",
     "losses",

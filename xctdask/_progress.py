@@ -9,15 +9,6 @@ from typing import Any
 import dask
 
 
-def _active_client() -> Any | None:
-    try:
-        from distributed import get_client
-
-        return get_client()
-    except (ImportError, ValueError):
-        return None
-
-
 def compute(*collections: Any, progress: bool = True, description: str = "") -> tuple:
     """Compute Dask collections, showing progress when ``progress`` is true.
 
@@ -25,7 +16,9 @@ def compute(*collections: Any, progress: bool = True, description: str = "") -> 
     distributed text progress bar is shown; otherwise the local scheduler runs it under
     ``dask.diagnostics.ProgressBar``. Returns a tuple like ``dask.compute``.
     """
-    client = _active_client()
+    from xctdask.cluster import active_client
+
+    client = active_client()
     if client is not None:
         futures = client.compute(list(collections))
         if progress:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import dask.array as da
 import numpy as np
-import xarray as xr
 
 __all__ = [
+    "UNLABELLED",
     "array_module",
     "as_dask",
     "check_same_shape",
@@ -29,6 +28,12 @@ __all__ = [
 ]
 
 
+#: The label of unlabelled voxels everywhere in xctdask: sparse annotations, voxels
+#: outside the field of view or not finite, teacher-masked voxels; ignored by losses
+#: and metrics.
+UNLABELLED = 255
+
+
 def unwrap(data: Any) -> Any:
     """Return the array inside an ``xarray.DataArray``; other arrays pass through.
 
@@ -38,19 +43,24 @@ def unwrap(data: Any) -> Any:
     >>> unwrap(xr.DataArray(np.zeros(3))).shape
     (3,)
     """
-    if isinstance(data, xr.DataArray):
+    kind = type(data)
+    if kind.__name__ == "DataArray" and kind.__module__.startswith("xarray"):
         return data.data
     return data
 
 
+def _is_dask_array(data: Any) -> bool:
+    return type(data).__module__.startswith("dask.array") and hasattr(data, "_meta")
+
+
 def is_dask(data: Any) -> bool:
     """True for a Dask array or a Dask-backed DataArray."""
-    return isinstance(unwrap(data), da.Array)
+    return _is_dask_array(unwrap(data))
 
 
 def _chunk_type(data: Any) -> type:
     data = unwrap(data)
-    if isinstance(data, da.Array):
+    if _is_dask_array(data):
         return type(data._meta)
     return type(data)
 
@@ -143,14 +153,16 @@ def from_torch(tensor: Any, like: Any = None) -> Any:
     return tensor.detach().cpu().numpy()
 
 
-def as_dask(data: Any, chunks: Any = "auto") -> da.Array:
+def as_dask(data: Any, chunks: Any = "auto") -> Any:
     """Return ``data`` as a Dask array without copying Dask input.
 
     NumPy and CuPy arrays are wrapped with ``chunks`` (default ``"auto"``); a
     DataArray is unwrapped first.
     """
+    import dask.array as da
+
     data = unwrap(data)
-    if isinstance(data, da.Array):
+    if _is_dask_array(data):
         return data
     return da.from_array(data, chunks=chunks, asarray=False)
 

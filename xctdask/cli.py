@@ -21,7 +21,7 @@ def _cluster(address: str | None, workers: int | None):
     if address:
         client, owned = cluster.connect(address), False
     else:
-        existing = cluster._existing_client()
+        existing = cluster.active_client()
         client = existing or cluster.local(n_workers=workers)
         owned = existing is None
     print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
@@ -374,8 +374,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # the library's own lists, from modules that import nothing heavy
     from xctdask import __version__
-    from xctdask.phantoms import KINDS
+    from xctdask.inference.lattice import BLENDS
+    from xctdask.inference.mergers import OUTPUTS
+    from xctdask.inference.plan import PRECISIONS
+    from xctdask.phantoms.geometry import KINDS
+    from xctdask.pseudolabels.features import FEATURES
+    from xctdask.pseudolabels.fit1d import METHODS
 
     parser = argparse.ArgumentParser(
         prog="xctdask", description="Segment terabyte X-ray CT volumes on Dask."
@@ -444,7 +450,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output", help="Zarr store for the uint8 labels (255 = unlabelled)")
     p.add_argument("--classes", type=_classes, default=3, help="k, or 'auto' (default: 3)")
-    p.add_argument("--method", choices=("kmeans", "otsu", "gmm"), default="kmeans")
+    p.add_argument("--method", choices=METHODS, default="kmeans")
     p.add_argument(
         "--mask",
         choices=("none", "cylinder"),
@@ -455,7 +461,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--features",
         nargs="+",
-        choices=("intensity", "mean", "std"),
+        choices=FEATURES,
         default=["intensity"],
         help="voxel features (more than intensity: k-means on a voxel sample)",
     )
@@ -473,16 +479,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output",
         dest="output_kind",
-        choices=("labels", "probabilities", "confidence", "denoised"),
+        choices=OUTPUTS,
         default="labels",
     )
     p.add_argument("--tile", type=int, nargs="+", help="tile size (default 256 2-D, 64 3-D)")
     p.add_argument("--overlap", type=float, default=0.5)
-    p.add_argument("--blend", choices=("gaussian", "linear", "constant"), default="gaussian")
+    p.add_argument("--blend", choices=BLENDS, default="gaussian")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--axes", default="z", help="slicing axes of a 2-D network: z, y, x or zyx")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--overwrite", action="store_true")
     cluster_options(p)

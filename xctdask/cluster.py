@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["connect", "gpu_count", "local"]
+__all__ = ["active_client", "connect", "gpu_count", "local"]
 
 
 def gpu_count() -> int:
@@ -17,9 +17,16 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _existing_client() -> Any | None:
-    from distributed import get_client
+def active_client() -> Any | None:
+    """The ``distributed.Client`` in use (the default one), or None.
 
+    The one place xctdask asks whether a cluster is there: computations go to it,
+    samplers cut patches on its workers, training leaves its local cores alone.
+    """
+    try:
+        from distributed import get_client
+    except ImportError:
+        return None
     try:
         return get_client()
     except ValueError:
@@ -60,7 +67,7 @@ def local(
     """
     from distributed import Client, LocalCluster
 
-    client = _existing_client()
+    client = active_client()
     if client is not None:
         return client
     n_gpus = gpu_count() if gpu is not False else 0

@@ -22,9 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xctdask.backend import UNLABELLED
+
 __all__ = [
     "BootstrappedCrossEntropy",
     "CrossEntropyLoss",
+    "DenoiseLoss",
     "DenoiseSegmentLoss",
     "DiceLoss",
     "FocalLoss",
@@ -34,7 +37,7 @@ __all__ = [
     "class_weights",
 ]
 
-IGNORE = 255
+IGNORE = UNLABELLED
 
 
 def class_weights(pixel_counts: Any, sample_counts: Any) -> torch.Tensor:
@@ -255,6 +258,22 @@ class Jaccard2Loss(_SoftOverlap):
         return 1 - jaccard[present].mean()
 
 
+class DenoiseLoss(nn.Module):
+    """Mean squared error of a denoised image against the clean scan (denoise-only
+    training, as the Stacked-DenseUSeg paper trains its denoising baselines).
+
+    Examples
+    --------
+    >>> round(DenoiseLoss()(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)).item(), 3)
+    1.0
+    """
+
+    def forward(self, denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        if denoised.shape != clean.shape:
+            raise ValueError(f"denoised {tuple(denoised.shape)} vs clean {tuple(clean.shape)}")
+        return F.mse_loss(denoised.float(), clean.float())
+
+
 class DenoiseSegmentLoss(nn.Module):
     """``CE(logits, labels) + λ · MSE(denoised, clean)`` (λ = 10), for Stacked-DenseUSeg.
 
@@ -328,6 +347,7 @@ _LOSSES = {
     "dice": DiceLoss,
     "jaccard2": Jaccard2Loss,
     "denoise_segment": DenoiseSegmentLoss,
+    "mse": DenoiseLoss,
     "pix2pix": Pix2PixLoss,
 }
 

@@ -40,12 +40,12 @@ import numpy as np
 import torch
 
 from xctdask._progress import compute
-from xctdask.backend import as_dask, check_same_shape, unwrap, validate_volume
+from xctdask.backend import UNLABELLED, as_dask, check_same_shape, unwrap, validate_volume
+from xctdask.cluster import active_client
 
 __all__ = ["PARTS", "PatchSampler"]
 
 PARTS = ("train", "validation", "test")
-UNLABELLED = 255
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,9 @@ class PatchSampler:
         Root of every random choice (a ``numpy.random.SeedSequence``).
     progress : bool
         Show progress for the statistics pass.
+    target_name : str
+        What the target is, for people ("annotations", "pseudo labels", "ground
+        truth"): training histories say what they were validated against.
 
     The constructor **computes** one pass over ``target`` (class counts and positions).
     """
@@ -139,6 +142,7 @@ class PatchSampler:
         reservoir: int = 64,
         seed: int = 0,
         progress: bool = False,
+        target_name: str = "labels",
     ):
         validate_volume(image, name="image")
         for other, name in ((target, "target"), (clean, "clean")):
@@ -163,6 +167,8 @@ class PatchSampler:
         self.patch, self.context, self.balance = patch, context, balance
         self.normalize = normalize
         self.seed = seed
+        self.target_name = target_name
+        self._validation_cache: dict[tuple, list] = {}
         # in-memory inputs are cut here: a cluster would receive their chunks every batch
         self.in_memory = not any(
             isinstance(unwrap(x), da.Array) for x in (image, target, clean) if x is not None
@@ -402,7 +408,7 @@ class PatchSampler:
         root = self.seed if seed is None else seed
         stop = None if n_batches is None else start + n_batches
         counter = itertools.count(start) if stop is None else iter(range(start, stop))
-        client = None if self.in_memory else _client()
+        client = None if self.in_memory else active_client()
         pool = None if client is not None else ThreadPoolExecutor(max(1, prefetch))
         pending: deque = deque()
 
@@ -433,6 +439,22 @@ class PatchSampler:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
 
+    def validation_batches(
+        self, batch_size: int = 8, n_batches: int = 4, seed: int | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """The fixed validation batches, read once and cached (**computes** the first
+        time)."""
+        key = (batch_size, n_batches, self.seed if seed is None else seed)
+        if key not in self._validation_cache:
+            self._validation_cache[key] = list(
+                self.batches("validation", batch_size, n_batches, seed=key[2])
+            )
+        return self._validation_cache[key]
+
+    def describe(self) -> str:
+        """What validation against this sampler measures, e.g. "pseudo labels"."""
+        return self.target_name if self.target is not None else "the clean scan"
+
     def dataset(
         self, part: str = "train", batch_size: int = 8, **options
     ) -> torch.utils.data.IterableDataset:
@@ -450,12 +472,3 @@ class PatchSampler:
             f"PatchSampler(shape={self.shape}, patch={self.patch}, context={self.context}, "
             f"slabs={self.slabs}, n_classes={self.n_classes})"
         )
-
-
-def _client():
-    try:
-        from distributed import get_client
-
-        return get_client()
-    except (ImportError, ValueError):
-        return None

@@ -230,7 +230,6 @@ class Segmenter:
         clean : array, optional
             A high-quality scan of the same sample, aligned with ``vol``.
         """
-        from xctdask import models
         from xctdask.pseudolabels import PseudoLabeler
         from xctdask.sampling import PatchSampler
         from xctdask.selfcorrect import self_correct
@@ -258,14 +257,9 @@ class Segmenter:
             self.mode_ = "supervised"
         if clean is not None:
             self.mode_ += "+denoise"
-        nz = unwrap(vol).shape[0]
-        three_d = self.model in ("unet3d", "denseuseg")
-        py = min(self.patch, *unwrap(vol).shape[1:])
-        if three_d:
-            patch, context = (min(self.patch, max(nz // 4, 8)), py, py), 1
-        else:  # 2.5D context for the U-Net; other 2-D networks see single slices
-            unet = self.model == "unet2d" and clean is None
-            patch, context = (1, py, py), self.context if unet else 1
+        net = self._network(clean is not None)
+        context = int(net.context)
+        patch = net.suggest_patch(tuple(unwrap(vol).shape), self.patch)
         if clean is not None:
             clean_data = (as_dask(unwrap(clean)) - self.clean_normalization_[0]) / (
                 self.clean_normalization_[1]
@@ -285,6 +279,7 @@ class Segmenter:
                 split=split,
                 normalize=self.normalization_,
                 seed=self.seed,
+                target_name="pseudo labels" if labels is None else "annotations",
             )
 
         sampler = make_sampler((0.8, 0.2, 0.0))  # validation picks the best weights
@@ -295,29 +290,6 @@ class Segmenter:
                 stacklevel=2,
             )
             sampler = make_sampler((1.0, 0.0, 0.0))
-        if clean is not None:
-            net = models.build(
-                "stacked-denseuseg",
-                1,
-                self.n_classes,
-                dims=3 if three_d else 2,
-                k0=self.f0,
-                growth=self.f0,
-                n_blocks=self.depth,
-                modules_per_block=2,
-            )
-        elif self.model in ("unet2d", "unet3d"):
-            net = models.build(
-                self.model,
-                1,
-                self.n_classes,
-                depth=self.depth,
-                f0=self.f0,
-                skip=self.skip,
-                context=context if not three_d else 1,
-            )
-        else:
-            net = models.build(self.model, 1, self.n_classes)
         _stage(self.progress, f"stage 2: training {net.config['name']} for {self.steps} steps")
         net = train(
             net,
@@ -329,7 +301,7 @@ class Segmenter:
             progress=self.progress,
         )
         self.history["stage2"] = net.history.to_dict()
-        if labels is None and clean is None and self.steps_self_correct > 0:
+        if labels is None and clean is None and net.segments and self.steps_self_correct > 0:
             _stage(self.progress, f"stage 3: self-correction for {self.steps_self_correct} steps")
             net = self_correct(
                 net,
@@ -349,6 +321,31 @@ class Segmenter:
         return self
 
     # ---------------------------------------------------------------- inference
+    def _network(self, denoise: bool):
+        """The network the settings describe (the stacked one when a clean scan is
+        given); its declarations decide the rest (patch, context, stage 3)."""
+        from xctdask import models
+
+        if denoise:
+            return models.build(
+                "stacked-denseuseg",
+                1,
+                self.n_classes,
+                dims=models.registry.spatial_dims(self.model),
+                k0=self.f0,
+                growth=self.f0,
+                n_blocks=self.depth,
+                modules_per_block=2,
+            )
+        if self.model in ("unet2d", "unet3d"):
+            options = {"depth": self.depth, "f0": self.f0, "skip": self.skip}
+            if self.model == "unet2d":
+                options["context"] = self.context
+            return models.build(self.model, 1, self.n_classes, **options)
+        if self.model == "pix2pix":  # the PXCT paper's segmenter
+            return models.build("pix2pix", 1, self.n_classes, depth=self.depth, f0=self.f0)
+        return models.build(self.model, 1, self.n_classes)
+
     def _require_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise RuntimeError("this Segmenter is not fitted: call fit() or load() first")
@@ -413,10 +410,9 @@ class Segmenter:
             "normalization": list(self.normalization_),
             "class_names": self.class_names,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        return path
+        from xctdask.models.store import atomic_save
+
+        return atomic_save(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Segmenter:

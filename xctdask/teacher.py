@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xctdask.backend import UNLABELLED
+
 __all__ = ["ConfidentLabels", "EMATeacher", "confident_labels"]
 
 
@@ -60,7 +62,7 @@ class ConfidentLabels:
 
 
 def confident_labels(
-    logits: torch.Tensor, threshold: float, *, ignore_index: int = 255
+    logits: torch.Tensor, threshold: float, *, ignore_index: int = UNLABELLED
 ) -> ConfidentLabels:
     """Arg-max labels of ``logits`` (N, C, ...), masked where the top probability is
     below ``threshold``.
@@ -122,7 +124,7 @@ class EMATeacher:
                 t.copy_(s)
 
     @torch.no_grad()
-    def label(self, x: torch.Tensor, threshold: float, *, ignore_index: int = 255):
+    def label(self, x: torch.Tensor, threshold: float, *, ignore_index: int = UNLABELLED):
         """Teacher logits on ``x`` (eval mode) turned into :class:`ConfidentLabels`.
 
         For a network returning ``(denoised, logits)`` the logits are used.

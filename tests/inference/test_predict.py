@@ -20,7 +20,7 @@ VOLUME = RNG.normal(1.0, 2.0, size=(6, 70, 90)).astype(np.float32)
 class Affine(nn.Module):
     """A known linear function of the input: 3·x − 1 on the middle context slice."""
 
-    produces = "denoised"
+    outputs = ("denoised",)
 
     def __init__(self, spatial_dims: int = 2, context: int = 1):
         super().__init__()
@@ -149,24 +149,30 @@ def test_matches_monai_in_3d():
     assert np.abs(ref[0].numpy() - got.compute(scheduler="sync").values).max() < 1e-5
 
 
-def test_every_lattice_tile_is_evaluated_once():
+@pytest.mark.parametrize("block", [None, (2, 25, 40), (6, 70, 90)])
+def test_tiles_run_are_the_lattice_times_the_reported_redundancy(block):
     vol = da.from_array(VOLUME, chunks=(2, 25, 40))
-    out = xd.predict(vol, Counting(), tile=24, overlap=0.5, normalize=None)
+    out = xd.predict(vol, Counting(), tile=24, overlap=0.5, normalize=None, block=block)
     Counting.tiles_seen = 0  # building the graph probed the network once, on meta tensors
     out.compute(scheduler="threads")
     lattice = Lattice.build(VOLUME.shape, (1, 24, 24), 0.5, "gaussian")
-    assert Counting.tiles_seen == lattice.n_tiles == out.attrs["tiles"]
+    assert out.attrs["tiles"] == lattice.n_tiles
+    assert Counting.tiles_seen == round(lattice.n_tiles * out.attrs["redundancy"])
+    if block == (6, 70, 90):  # one block holds the volume: every tile exactly once
+        assert Counting.tiles_seen == lattice.n_tiles
 
 
-def test_graph_has_a_few_tasks_per_chunk(net25d):
-    vol = da.from_array(VOLUME, chunks=(2, 70, 90))  # slabs of whole slices
-    out = xd.predict(vol, net25d, tile=32, normalize=(0, 1))
-    extra = len(out.data.__dask_graph__()) - len(vol.__dask_graph__())
-    assert extra / vol.npartitions <= 6  # slivers from z neighbours, run, piece, blend
-    blocks = da.from_array(VOLUME, chunks=(2, 35, 45))  # 2×2 blocks per slab
-    out = xd.predict(blocks, net25d, tile=32, normalize=(0, 1))
-    extra = len(out.data.__dask_graph__()) - len(blocks.__dask_graph__())
-    assert extra / blocks.npartitions <= 16
+@pytest.mark.parametrize("context", [1, 5, 9])
+@pytest.mark.parametrize("chunks", [(2, 70, 90), (2, 35, 45), (1, 17, 13), (6, 8, 8)])
+@pytest.mark.parametrize("axes", ["z", "zyx"])
+def test_at_most_three_tasks_per_chunk(chunks, context, axes):
+    """The whole graph, input included, for chunks smaller and larger than a tile."""
+    torch.manual_seed(0)
+    net = xd.models.build("unet2d", 1, 3, depth=1, f0=2, context=context)
+    vol = da.from_array(VOLUME, chunks=chunks)
+    out = xd.predict(vol, net, tile=32, normalize=(0, 1), axes=axes)
+    assert len(out.data.__dask_graph__()) / vol.npartitions <= 3
+    assert out.attrs["redundancy"] >= 1
 
 
 def test_stays_lazy(net25d, no_compute):
@@ -277,16 +283,16 @@ def test_runs_on_a_local_cluster(client, net25d):
         ),
         (FixedSize, {"tile": 32}, ValueError, "does not accept"),
         (
-            lambda: xd.models.build("pix2pix", 1, 1, depth=2, f0=4),
+            lambda: xd.models.build("unet2d", 1, 1, depth=2, f0=4, task="denoise"),
             {"output": "probabilities"},
             ValueError,
-            "only denoises",
+            "needs class scores",
         ),
         (
             lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
             {"output": "denoised"},
             ValueError,
-            "denoising network",
+            "declares a denoised output",
         ),
         (
             lambda: xd.models.build("unet2d", 1, 2, depth=2, f0=4),
@@ -363,17 +369,26 @@ def test_allocator_tuning_is_idempotent():
     assert tune_allocator() is expected  # once per process, then a no-op
 
 
-def test_the_network_is_one_piece_of_task_data(net25d):
+@pytest.mark.parametrize("from_store", [False, True])
+def test_the_network_is_one_piece_of_task_data(net25d, tmp_path, from_store):
     import pickle
 
     from dask.core import get_dependencies
 
-    vol = da.from_array(VOLUME, chunks=(2, 35, 45))
-    out = xd.predict(vol, net25d, tile=32, normalize=(0, 1), axes="zy")
+    if from_store:
+        xd.save_volume(VOLUME, tmp_path / "v.zarr", chunks=(2, 35, 45), progress=False)
+        vol = xd.open_volume(tmp_path / "v.zarr").data
+    else:
+        vol = da.from_array(VOLUME, chunks=(2, 35, 45))
+    out = xd.predict(vol, net25d, tile=32, normalize=(0, 1), axes="zy", block=(2, 35, 45))
     graph = dict(out.data.__dask_graph__())
     model_keys = [k for k in graph if isinstance(k, str) and k.startswith("xctdask-model-")]
-    assert len(model_keys) == 1  # shared by both slicings
-    runs = [k for k in graph if isinstance(k, tuple) and k[0].endswith("-run")]
-    assert runs and all(model_keys[0] in get_dependencies(graph, k) for k in runs)
+    assert len(model_keys) == 1  # shared by both slicings and every block
+    runs = [k for k in graph if isinstance(k, tuple) and k[0] == out.data.name]
+    assert len(runs) == vol.npartitions
+    assert all(model_keys[0] in get_dependencies(graph, k) for k in runs)
     model_bytes = len(pickle.dumps(net25d))
     assert max(len(pickle.dumps(graph[k])) for k in runs) < model_bytes / 10
+    if from_store:  # the blocks read the store themselves: no read tasks in the graph
+        assert xd.inference.store_reader(vol) is not None
+        assert len(graph) == len(runs) + 3  # + the network, the plan and the reader

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import torch
 
 __all__ = ["BLENDS", "Lattice", "axis_starts", "blend_weights"]
 
@@ -60,9 +59,11 @@ def blend_weights(tile: tuple[int, ...], blend: str, sigma_scale: float = 0.125)
     """
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    import torch  # the weights are MONAI's, computed the way MONAI computes them
+
     if blend == "constant":
         return np.ones(tile, dtype=np.float32)
-    weights: torch.Tensor | None = None
+    weights = None
     for i, size in enumerate(tile):
         x = torch.arange(-(size - 1) / 2.0, (size - 1) / 2.0 + 1, dtype=torch.float)
         if blend == "gaussian":

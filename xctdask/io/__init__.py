@@ -8,11 +8,19 @@ Examples
 ('z', 'y', 'x')
 """
 
-from xctdask.io.open import as_volume, open_volume
-from xctdask.io.projections import open_projections
-from xctdask.io.rawinfo import read_raw_info, write_raw
-from xctdask.io.save import SaveResult, is_interrupted_write, save_volume
-from xctdask.io.verify import StoreCheck, check_store
+import lazy_loader
+
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submodules=[],
+    submod_attrs={
+        "open": ["as_volume", "open_volume"],
+        "projections": ["open_projections"],
+        "rawinfo": ["read_raw_info", "write_raw"],
+        "save": ["SaveResult", "is_interrupted_write", "save_volume"],
+        "verify": ["StoreCheck", "check_store"],
+    },
+)
 
 __all__ = [
     "SaveResult",

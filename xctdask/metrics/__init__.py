@@ -8,24 +8,32 @@ Examples
 1.0
 """
 
-from xctdask.metrics.baselines import (
-    BaselineScores,
-    bin_zero_oc,
-    bin_zero_oc_from_histogram,
-    joint_histogram,
-    zero_oc,
-    zero_oc_from_histogram,
-)
-from xctdask.metrics.confusion import confusion_matrix, contingency
-from xctdask.metrics.image import psnr, ssim
-from xctdask.metrics.matching import apply_mapping, match_labels
-from xctdask.metrics.scores import (
-    classification_report,
-    dice,
-    iou,
-    mean_iou,
-    pixel_accuracy,
-    precision_recall_f1,
+import lazy_loader
+
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submodules=[],
+    submod_attrs={
+        "baselines": [
+            "BaselineScores",
+            "bin_zero_oc",
+            "bin_zero_oc_from_histogram",
+            "joint_histogram",
+            "zero_oc",
+            "zero_oc_from_histogram",
+        ],
+        "confusion": ["confusion_matrix", "contingency"],
+        "image": ["psnr", "ssim"],
+        "matching": ["apply_mapping", "match_labels"],
+        "scores": [
+            "classification_report",
+            "dice",
+            "iou",
+            "mean_iou",
+            "pixel_accuracy",
+            "precision_recall_f1",
+        ],
+    },
 )
 
 __all__ = [

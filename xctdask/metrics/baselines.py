@@ -27,7 +27,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from xctdask.backend import check_same_shape, is_dask, unwrap
+from xctdask.backend import UNLABELLED, check_same_shape, is_dask, unwrap
 from xctdask.metrics.confusion import pair_counts
 
 __all__ = [
@@ -50,7 +50,12 @@ class BaselineScores:
 
 
 def joint_histogram(
-    image: Any, truth: Any, n_classes: int, *, bins: int = 256, ignore_index: int | None = 255
+    image: Any,
+    truth: Any,
+    n_classes: int,
+    *,
+    bins: int = 256,
+    ignore_index: int | None = UNLABELLED,
 ) -> np.ndarray:
     """Counts ``H[c, b]`` of voxels of class ``c`` in gray-level bin ``b``; computes."""
     check_same_shape(image, truth, ("image", "truth"))
@@ -88,7 +93,12 @@ def joint_histogram(
 
 
 def zero_oc(
-    image: Any, truth: Any, n_classes: int, *, bins: int = 256, ignore_index: int | None = 255
+    image: Any,
+    truth: Any,
+    n_classes: int,
+    *,
+    bins: int = 256,
+    ignore_index: int | None = UNLABELLED,
 ) -> BaselineScores:
     """ZeroOC: the majority class of each gray level; its per-class and mean IoU.
 
@@ -120,7 +130,12 @@ def zero_oc_from_histogram(hist: np.ndarray) -> BaselineScores:
 
 
 def bin_zero_oc(
-    image: Any, truth: Any, n_classes: int, *, bins: int = 256, ignore_index: int | None = 255
+    image: Any,
+    truth: Any,
+    n_classes: int,
+    *,
+    bins: int = 256,
+    ignore_index: int | None = UNLABELLED,
 ) -> BaselineScores:
     """Bin-ZeroOC: per class, the gray-level set with the best one-vs-rest IoU.
 

@@ -7,7 +7,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from xctdask.backend import check_same_shape, is_dask, unwrap
+from xctdask.backend import UNLABELLED, array_module, check_same_shape, is_dask, to_host, unwrap
 
 __all__ = ["confusion_matrix", "contingency", "pair_counts"]
 
@@ -19,10 +19,12 @@ def _check_n(n: int, name: str) -> int:
 
 
 def _block_counts(
-    pred: np.ndarray, truth: np.ndarray, n_truth: int, n_pred: int, ignore_index: int | None
+    pred: Any, truth: Any, n_truth: int, n_pred: int, ignore_index: int | None
 ) -> np.ndarray:
-    p = np.asarray(pred).ravel()
-    t = np.asarray(truth).ravel()
+    """Counts of one chunk (NumPy or CuPy, counted where the chunk is), on the host."""
+    xp = array_module(pred, truth)
+    p = xp.asarray(pred).ravel()
+    t = xp.asarray(truth).ravel()
     if ignore_index is not None:
         keep = t != ignore_index
         p, t = p[keep], t[keep]
@@ -40,8 +42,9 @@ def _block_counts(
         if p.min() < 0 or p.max() >= n_pred:
             bad = p[(p < 0) | (p >= n_pred)][0]
             raise ValueError(f"prediction holds label {bad}, outside 0..{n_pred - 1}")
-    flat = t.astype(np.int64) * n_pred + p.astype(np.int64)
-    return np.bincount(flat, minlength=n_truth * n_pred).reshape(n_truth, n_pred)
+    flat = t.astype(xp.int64) * n_pred + p.astype(xp.int64)
+    counts = xp.bincount(flat, minlength=n_truth * n_pred).reshape(n_truth, n_pred)
+    return to_host(counts)
 
 
 def _check_labels(array: Any, name: str) -> Any:
@@ -89,7 +92,7 @@ def contingency(
     n_truth: int,
     n_pred: int,
     *,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = UNLABELLED,
 ) -> Any:
     """Counts of (truth class, predicted class) pairs: a ``(n_truth, n_pred)`` matrix.
 
@@ -103,7 +106,9 @@ def contingency(
     return pair_counts(pred, truth, n_truth, n_pred, ignore_index)
 
 
-def confusion_matrix(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255):
+def confusion_matrix(
+    pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = UNLABELLED
+):
     """Confusion matrix ``C[i, j]``: voxels of true class ``i`` predicted as ``j``.
 
     The same convention as ``sklearn.metrics.confusion_matrix(truth, pred)``. Voxels

@@ -14,7 +14,14 @@ import dask.array as da
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from xctdask.backend import check_same_shape, is_dask, unwrap, validate_volume
+from xctdask.backend import (
+    array_module,
+    check_same_shape,
+    is_dask,
+    meta_like,
+    unwrap,
+    validate_volume,
+)
 
 __all__ = ["psnr", "ssim"]
 
@@ -48,9 +55,20 @@ def psnr(test: Any, reference: Any, *, data_range: float | None = None) -> Any:
     return 10 * np.log10(r * r / mse)
 
 
-def _ssim_map(x: np.ndarray, y: np.ndarray, win_size: int, c1: float, c2: float) -> np.ndarray:
-    x = x.astype(np.float64)
-    y = y.astype(np.float64)
+def _uniform_filter(xp: Any):
+    if xp is np:
+        return uniform_filter
+    from cupyx.scipy.ndimage import uniform_filter as on_gpu
+
+    return on_gpu
+
+
+def _ssim_map(x: Any, y: Any, win_size: int, c1: float, c2: float) -> Any:
+    """The SSIM map of two NumPy or CuPy blocks, computed where they are."""
+    xp = array_module(x, y)
+    uniform_filter = _uniform_filter(xp)
+    x = x.astype(xp.float64)
+    y = y.astype(xp.float64)
     n = win_size**x.ndim
     cov_norm = n / (n - 1)
     ux, uy = uniform_filter(x, win_size), uniform_filter(y, win_size)
@@ -90,7 +108,7 @@ def ssim(test: Any, reference: Any, *, data_range: float | None = None, win_size
     pad = win_size // 2
     crop = (slice(pad, -pad),) * 3
     if not (is_dask(test) or is_dask(reference)):
-        return _ssim_map(np.asarray(test), np.asarray(reference), win_size, c1, c2)[crop].mean()
+        return _ssim_map(test, reference, win_size, c1, c2)[crop].mean()
     chunks = (test if is_dask(test) else reference).chunks
     test = da.asarray(test).rechunk(chunks)
     reference = da.asarray(reference).rechunk(chunks)
@@ -108,8 +126,6 @@ def ssim(test: Any, reference: Any, *, data_range: float | None = None, win_size
     x = da.overlap.overlap(test, depth=depth, boundary="none")
     y = da.overlap.overlap(reference, depth=depth, boundary="none")
     c1, c2 = da.asarray(c1), da.asarray(c2)
-    smap = da.map_blocks(
-        block, x, y, c1, c2, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64)
-    )
+    smap = da.map_blocks(block, x, y, c1, c2, dtype=np.float64, meta=meta_like(x, np.float64))
     smap = da.overlap.trim_internal(smap, depth, boundary="none")
     return smap[crop].mean()

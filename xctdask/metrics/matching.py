@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 from scipy.optimize import linear_sum_assignment
 
-from xctdask.backend import is_dask, unwrap
+from xctdask.backend import UNLABELLED, is_dask, unwrap
 from xctdask.metrics.confusion import contingency
 
 __all__ = ["apply_mapping", "match_labels"]
@@ -22,7 +22,7 @@ def match_labels(
     n_pred: int,
     n_truth: int,
     *,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = UNLABELLED,
 ) -> np.ndarray:
     """Map each predicted cluster to a reference class, maximising the overlap.
 
@@ -52,7 +52,9 @@ def match_labels(
     return mapping
 
 
-def apply_mapping(labels: Any, mapping: np.ndarray, *, ignore_index: int | None = 255) -> Any:
+def apply_mapping(
+    labels: Any, mapping: np.ndarray, *, ignore_index: int | None = UNLABELLED
+) -> Any:
     """Relabel with a lookup table; ``ignore_index`` voxels stay as they are. Lazy.
 
     Examples

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from xctdask.backend import UNLABELLED
 from xctdask.metrics.confusion import confusion_matrix
 
 __all__ = [
@@ -33,7 +34,7 @@ def _parts(cm: Any) -> tuple[Any, Any, Any]:
     return tp, cm.sum(axis=1), cm.sum(axis=0)  # true positives, truth count, predicted count
 
 
-def iou(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255) -> Any:
+def iou(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = UNLABELLED) -> Any:
     """Per-class intersection over union (Jaccard index), shape ``(n_classes,)``.
 
     Examples
@@ -48,7 +49,9 @@ def iou(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255
     return _ratio(tp, support + predicted - tp)
 
 
-def mean_iou(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255) -> Any:
+def mean_iou(
+    pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = UNLABELLED
+) -> Any:
     """Mean of the per-class IoU over classes present in prediction or truth.
 
     Examples
@@ -60,7 +63,7 @@ def mean_iou(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None 
     return np.nanmean(iou(pred, truth, n_classes, ignore_index=ignore_index))
 
 
-def dice(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255) -> Any:
+def dice(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = UNLABELLED) -> Any:
     """Per-class Dice coefficient (F1 score), ``2·TP / (|truth| + |pred|)``."""
     tp, support, predicted = _parts(
         confusion_matrix(pred, truth, n_classes, ignore_index=ignore_index)
@@ -68,14 +71,16 @@ def dice(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 25
     return _ratio(2 * tp, support + predicted)
 
 
-def pixel_accuracy(pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255) -> Any:
+def pixel_accuracy(
+    pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = UNLABELLED
+) -> Any:
     """Fraction of labelled voxels whose predicted class is right."""
     cm = confusion_matrix(pred, truth, n_classes, ignore_index=ignore_index)
     return _ratio(np.trace(cm), cm.sum())
 
 
 def precision_recall_f1(
-    pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = 255
+    pred: Any, truth: Any, n_classes: int, *, ignore_index: int | None = UNLABELLED
 ) -> tuple[Any, Any, Any]:
     """Per-class precision, recall and F1, each of shape ``(n_classes,)``."""
     tp, support, predicted = _parts(
@@ -90,7 +95,7 @@ def classification_report(
     n_classes: int,
     *,
     class_names: list[str] | None = None,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = UNLABELLED,
     as_dict: bool = False,
 ) -> str | dict[str, Any]:
     """Per-class precision, recall, F1, IoU and support, with means; computes.

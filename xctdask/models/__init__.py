@@ -14,7 +14,7 @@
 """
 
 from xctdask.models import denseuseg, pix2pix, unet  # noqa: F401  (register the models)
-from xctdask.models.base import Network
+from xctdask.models.base import Network, WrappedNetwork, as_network, wrap
 from xctdask.models.denseuseg import DenseUSeg, StackedDenseUSeg
 from xctdask.models.pix2pix import PatchDiscriminator, Pix2Pix
 from xctdask.models.registry import available, build, register
@@ -29,9 +29,12 @@ __all__ = [
     "PatchDiscriminator",
     "Pix2Pix",
     "StackedDenseUSeg",
+    "WrappedNetwork",
+    "as_network",
     "available",
     "build",
     "load",
     "register",
     "save",
+    "wrap",
 ]

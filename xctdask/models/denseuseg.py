@@ -260,6 +260,7 @@ class StackedDenseUSeg(Network):
         _check(k0, growth, n_blocks, modules_per_block, compression, denoise_dropout)
         _check(k0, growth, n_blocks, modules_per_block, compression, segment_dropout)
         self.config = arguments("stacked-denseuseg", config)
+        self.outputs = ("denoised", "logits")
         self.spatial_dims = dims
         self.in_channels = in_channels
         self.n_classes = n_classes
@@ -282,6 +283,12 @@ class StackedDenseUSeg(Network):
         denoised = self.denoise_head(features)
         logits = self.segment_head(self.segmenter(initial + self.bridge(features)))
         return crop_back(denoised, before, sizes), crop_back(logits, before, sizes)
+
+    def optimizer_groups(self, config) -> list[dict]:
+        """The paper's two learning rates: ``config.lr`` for stem and denoiser,
+        ``config.lr_segment`` (default ``lr / 10``) for bridge and segmenter."""
+        lr_segment = getattr(config, "lr_segment", None)
+        return self.param_groups(config.lr, config.lr / 10 if lr_segment is None else lr_segment)
 
     def param_groups(self, lr_denoise: float = 1e-4, lr_segment: float = 1e-5) -> list[dict]:
         """Optimizer parameter groups: stem + denoiser, and bridge + segmenter.
@@ -321,20 +328,20 @@ def _check_input(x: torch.Tensor, dims: int, channels: int) -> None:
         )
 
 
-@register("denseuseg")
+@register("denseuseg", spatial_dims=3)
 def denseuseg(in_channels: int = 1, n_classes: int = 2, **options) -> DenseUSeg:
     """3D DenseUSeg (``dims=2`` for the 2D variant)."""
     options.setdefault("dims", 3)
     return DenseUSeg(in_channels, n_classes, **options)
 
 
-@register("denseuseg2d")
+@register("denseuseg2d", spatial_dims=2)
 def denseuseg2d(in_channels: int = 1, n_classes: int = 2, **options) -> DenseUSeg:
     """2D DenseUSeg."""
     return DenseUSeg(in_channels, n_classes, dims=2, **options)
 
 
-@register("stacked-denseuseg")
+@register("stacked-denseuseg", spatial_dims=3)
 def stacked_denseuseg(in_channels: int = 1, n_classes: int = 2, **options) -> StackedDenseUSeg:
     """Stacked-DenseUSeg: denoise then segment; returns ``(denoised, logits)``."""
     return StackedDenseUSeg(in_channels, n_classes, **options)

@@ -10,6 +10,7 @@ overlapping patches (the 70×70 PatchGAN of Isola et al. for ``n_layers=3``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xctdask.models import blocks
@@ -116,12 +117,48 @@ class Pix2Pix(Network):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.generator(x)
 
+    # -------------------------------------------------------------- training
+    def default_loss(self) -> nn.Module:
+        from xctdask.losses import Pix2PixLoss
+
+        return Pix2PixLoss()
+
+    def optimizer_groups(self, config) -> list[dict]:
+        """The generator's parameters; the discriminator has its own optimiser."""
+        return [{"params": list(self.generator.parameters()), "lr": config.lr}]
+
+    def extra_optimizers(self, config, make) -> dict:
+        """The discriminator's Adam with β₁ = 0.5 (Isola et al.)."""
+        betas = (0.5, 0.999)
+        return {"discriminator": make(self.discriminator.parameters(), lr=config.lr, betas=betas)}
+
+    def training_step(self, batch: dict, ctx) -> torch.Tensor:
+        """A discriminator update on real one-hot vs generated label maps, then a
+        generator update (adversarial + L1 on labelled voxels)."""
+        image, target = batch["image"], batch["target"]
+        n_classes = self.n_classes
+        with ctx.autocast():
+            logits = self(image)
+            probs = F.softmax(logits.float(), dim=1)
+            valid = (target != 255).unsqueeze(1)
+            real = F.one_hot(target.clamp(max=n_classes - 1).long(), n_classes)
+            real = real.movedim(-1, 1).float() * valid
+            d_loss = ctx.loss.discriminator(
+                self.discriminate(image, real), self.discriminate(image, probs.detach())
+            )
+        ctx.optimize(d_loss, "discriminator")
+        with ctx.autocast():
+            g_loss = ctx.loss.generator(self.discriminate(image, probs), logits, target)
+        ctx.optimize(g_loss, "main")
+        ctx.logs["discriminator_loss"] = float(d_loss.detach())
+        return g_loss.detach()
+
     def discriminate(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Patch logits (real > 0) for an image and a label map (probabilities)."""
         return self.discriminator(torch.cat([image, labels], dim=1))
 
 
-@register("pix2pix")
+@register("pix2pix", spatial_dims=2)
 def pix2pix(in_channels: int = 1, n_classes: int = 2, **options) -> Pix2Pix:
     """Pix2Pix: residual U-Net generator and PatchGAN discriminator."""
     return Pix2Pix(in_channels, n_classes, **options)

@@ -7,21 +7,37 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["available", "build", "register"]
+__all__ = ["available", "build", "register", "spatial_dims"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_SPATIAL_DIMS: dict[str, int] = {}
 
 
-def register(name: str) -> Callable:
-    """Class or factory decorator adding a model to the registry under ``name``."""
+def register(name: str, *, spatial_dims: int) -> Callable:
+    """Class or factory decorator adding a model to the registry under ``name``;
+    ``spatial_dims`` is what it builds by default (2: slice network, 3: volume)."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is registered already")
         _REGISTRY[name] = factory
+        _SPATIAL_DIMS[name] = spatial_dims
         return factory
 
     return decorate
+
+
+def spatial_dims(name: str) -> int:
+    """What a registered model builds by default: 2 (slices) or 3 (volumes).
+
+    Examples
+    --------
+    >>> spatial_dims("unet2d"), spatial_dims("denseuseg")
+    (2, 3)
+    """
+    if name not in _SPATIAL_DIMS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
+    return _SPATIAL_DIMS[name]
 
 
 def available() -> tuple[str, ...]:

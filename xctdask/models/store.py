@@ -12,7 +12,7 @@ from torch import nn
 from xctdask.io.locations import location
 from xctdask.models.registry import build
 
-__all__ = ["load", "read_file", "save"]
+__all__ = ["atomic_save", "load", "read_file", "save"]
 
 _FORMAT = "xctdask-model"
 
@@ -53,6 +53,16 @@ def save(net: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) ->
         "normalization": getattr(net, "normalization", None),
         "class_names": getattr(net, "class_names", None),
     }
+    atomic_save(state, path)
+    return path
+
+
+def atomic_save(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file.
+
+    The one way xctdask writes model files, checkpoints and Segmenters.
+    """
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)

@@ -102,6 +102,10 @@ class ModularUNet(Network):
     activation : {"relu", "prelu", "leaky_relu"}
     dropout : float
         Dropout at the end of every ConvBlock.
+    task : {"segment", "denoise"}
+        ``"segment"``: ``n_classes`` logits (outputs ``("logits",)``); ``"denoise"``: an
+        image of ``in_channels`` channels (outputs ``("denoised",)``, trained with MSE
+        against a clean scan).
 
     Input ``(N, in_channels · context, H, W)`` (or ``(N, in_channels, context, H, W)``)
     for 2D, ``(N, in_channels, D, H, W)`` for 3D; output logits ``(N, n_classes, ...)``
@@ -131,10 +135,13 @@ class ModularUNet(Network):
         norm: str = "batch",
         activation: str = "relu",
         dropout: float = 0.0,
+        task: str = "segment",
     ):
         config = dict(locals())
         super().__init__()
         dims = blocks.check_dims(dims)
+        if task not in ("segment", "denoise"):
+            raise ValueError(f"task must be 'segment' or 'denoise', got {task!r}")
         if not isinstance(depth, int) or not 1 <= depth <= 7:
             raise ValueError(f"depth must be an integer in 1..7, got {depth!r}")
         if not isinstance(f0, int) or f0 < 1:
@@ -151,7 +158,8 @@ class ModularUNet(Network):
         self.depth, self.skip, self.context = depth, skip, context
         self.multiple = 2**depth  # input sizes are padded to a multiple of this
         self.in_channels = in_channels
-        self.n_classes = n_classes
+        self.n_classes = n_classes if task == "segment" else 0
+        self.outputs = ("logits",) if task == "segment" else ("denoised",)
         options = {"norm": norm, "activation": activation, "dropout": dropout}
         widths = [f0 * 2**level for level in range(depth + 1)]
         self.top = ConvBlock(dims, in_channels * context, widths[0], **options)
@@ -166,7 +174,8 @@ class ModularUNet(Network):
             self.ups.append(_up(dims, widths[level + 1], widths[level], up))
             joined = 2 * widths[level] if skip else widths[level]
             self.decoder.append(ConvBlock(dims, joined, widths[level], **options))
-        self.head = blocks.conv(dims, widths[0], n_classes, 1)
+        out_channels = n_classes if task == "segment" else in_channels
+        self.head = blocks.conv(dims, widths[0], out_channels, 1)
         # receptive-field margin: 2 convs per ConvBlock on each level, one strided conv
         # down and one up-sampling per level below the top (an upper bound)
         radius = 2 * (2 ** (depth + 1) - 1) + 4 * (2**depth - 1)
@@ -203,13 +212,13 @@ class ModularUNet(Network):
         return crop_back(self.head(x), before, sizes)
 
 
-@register("unet2d")
+@register("unet2d", spatial_dims=2)
 def unet2d(in_channels: int = 1, n_classes: int = 2, **options) -> ModularUNet:
     """2D (and, with ``context=k``, 2.5D) Modular U-Net."""
     return ModularUNet(in_channels, n_classes, dims=2, **options)
 
 
-@register("unet3d")
+@register("unet3d", spatial_dims=3)
 def unet3d(in_channels: int = 1, n_classes: int = 2, **options) -> ModularUNet:
     """3D Modular U-Net."""
     return ModularUNet(in_channels, n_classes, dims=3, **options)

@@ -8,7 +8,16 @@ Examples
 ['air', 'metal', 'deposit', 'air pocket']
 """
 
-from xctdask.phantoms.ct import ScanSettings, reconstruct
-from xctdask.phantoms.make import KINDS, make
+import lazy_loader
+
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submodules=[],
+    submod_attrs={
+        "ct": ["ScanSettings", "reconstruct"],
+        "geometry": ["KINDS"],
+        "make": ["make"],
+    },
+)
 
 __all__ = ["KINDS", "ScanSettings", "make", "reconstruct"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GEOMETRIES", "CorrosionPin", "Crystal", "FibreComposite", "Geometry"]
+__all__ = ["GEOMETRIES", "KINDS", "CorrosionPin", "Crystal", "FibreComposite", "Geometry"]
 
 
 def _grid(z0: int, z1: int, ny: int, nx: int):
@@ -252,3 +252,5 @@ GEOMETRIES: dict[str, type[Geometry]] = {
     "corrosion": CorrosionPin,
     "crystal": Crystal,
 }
+#: The phantom kinds :func:`xctdask.phantoms.make` builds.
+KINDS = tuple(GEOMETRIES)

@@ -8,11 +8,9 @@ import numpy as np
 import xarray as xr
 
 from xctdask.phantoms.ct import ScanSettings, simulate_slab
-from xctdask.phantoms.geometry import GEOMETRIES, Geometry
+from xctdask.phantoms.geometry import GEOMETRIES, KINDS, Geometry
 
 __all__ = ["KINDS", "make"]
-
-KINDS = tuple(GEOMETRIES)
 
 
 def _block(

@@ -22,18 +22,27 @@ Examples
 [0, 0, 1, 1]
 """
 
-from xctdask.pseudolabels.fit1d import (
-    GaussianMixture1D,
-    decision_intervals,
-    gmm_1d,
-    kmeans_1d,
-    multiotsu_thresholds,
-    optimal_partition,
+import lazy_loader
+
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submodules=[],
+    submod_attrs={
+        "fit1d": [
+            "METHODS",
+            "GaussianMixture1D",
+            "decision_intervals",
+            "gmm_1d",
+            "kmeans_1d",
+            "multiotsu_thresholds",
+            "optimal_partition",
+        ],
+        "fov": ["FieldOfView", "cylinder_mask", "find_field_of_view"],
+        "histogram": ["Histogram", "intensity_histogram"],
+        "labeler": ["PseudoLabeler", "pseudo_labels"],
+        "relabel": ["IntervalRule"],
+    },
 )
-from xctdask.pseudolabels.fov import FieldOfView, cylinder_mask, find_field_of_view
-from xctdask.pseudolabels.histogram import Histogram, intensity_histogram
-from xctdask.pseudolabels.labeler import METHODS, PseudoLabeler, pseudo_labels
-from xctdask.pseudolabels.relabel import IntervalRule
 
 __all__ = [
     "METHODS",

@@ -12,13 +12,12 @@ so the sample (and the fit) is the same whatever the chunking.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
-import dask.array as da
 import numpy as np
 
-from xctdask._progress import compute
+if TYPE_CHECKING:
+    import dask.array as da
 
 __all__ = ["FEATURES", "compute_features", "sample_features"]
 
@@ -52,7 +51,7 @@ def compute_features(block: np.ndarray, features: tuple[str, ...], sigma: float)
     """
     from scipy import ndimage
 
-    x = np.asarray(block, np.float32)
+    x = np.asarray(block, np.float32)  # scipy filters: host data (callers pass to_host)
     out = np.empty((len(features), *x.shape), np.float32)
     mean = None
     if "mean" in features or "std" in features:
@@ -124,6 +123,11 @@ def sample_features(
     """
     depth = halo(sigma)
     fraction = min(1.0, n_samples / vol.size)
+    import dask
+    import dask.array as da
+
+    from xctdask._progress import compute
+
     padded = da.overlap.overlap(vol, depth={0: depth, 1: depth, 2: depth}, boundary="reflect")
     blocks = padded.to_delayed().ravel()
     masks = (

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: The clustering methods of stage 1 (:class:`xctdask.PseudoLabeler`).
+METHODS = ("kmeans", "otsu", "gmm")
+
 __all__ = [
     "GaussianMixture1D",
     "decision_intervals",

@@ -18,7 +18,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from xctdask.backend import is_dask, unwrap
+from xctdask.backend import is_dask, to_host, unwrap
 
 __all__ = ["FieldOfView", "cylinder_mask", "find_field_of_view"]
 
@@ -86,7 +86,7 @@ def find_field_of_view(vol: Any, *, z: int | None = None) -> FieldOfView:
     z = data.shape[0] // 2 if z is None else z
     plane = data[z]
     plane = plane.compute() if is_dask(plane) else plane
-    plane = plane.get() if hasattr(plane, "get") else np.asarray(plane)
+    plane = to_host(plane)
     ny, nx = plane.shape
     corners = plane[[0, 0, -1, -1], [0, -1, 0, -1]]
     whole = FieldOfView((ny - 1) / 2, (nx - 1) / 2, float("inf"), None)

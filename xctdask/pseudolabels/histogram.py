@@ -31,7 +31,7 @@ import dask
 import numpy as np
 
 from xctdask._progress import compute
-from xctdask.backend import is_dask, unwrap
+from xctdask.backend import is_dask, to_host, unwrap
 
 __all__ = ["Histogram", "intensity_histogram"]
 
@@ -204,7 +204,7 @@ def _count_gpu(values: Any, e: int, offset: int, n_bins: int, clip, xp: Any) -> 
     else:
         index = values.astype(xp.int64)
         index = (index >> e if e > 0 else index) - offset
-    return xp.bincount(index.astype(xp.int32), minlength=n_bins).get().astype(np.int64)
+    return to_host(xp.bincount(index.astype(xp.int32), minlength=n_bins)).astype(np.int64)
 
 
 def _lattice_offset(value: float, e: int, kind: str) -> int:

@@ -15,9 +15,18 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from xctdask.backend import as_dask, is_dask, unwrap, validate_volume
+from xctdask.backend import (
+    UNLABELLED,
+    as_dask,
+    is_dask,
+    meta_like,
+    to_host,
+    unwrap,
+    validate_volume,
+)
 from xctdask.pseudolabels import features as feat
 from xctdask.pseudolabels.fit1d import (
+    METHODS,
     decision_intervals,
     gmm_1d,
     kmeans_1d,
@@ -29,8 +38,6 @@ from xctdask.pseudolabels.relabel import IntervalRule, has_lookup_table, relabel
 
 __all__ = ["METHODS", "PseudoLabeler", "pseudo_labels"]
 
-METHODS = ("kmeans", "otsu", "gmm")
-UNLABELLED = 255
 _FORMAT = "xctdask.PseudoLabeler"
 
 
@@ -351,7 +358,7 @@ class PseudoLabeler:
         return labels
 
     def _predict_dask(self, d: da.Array, m: da.Array | None) -> da.Array:
-        meta = _meta_like(d, np.uint8)
+        meta = meta_like(d, np.uint8)
         if self.rule_ is not None:
             dtype = np.dtype(d.dtype)
             lut = self.rule_.lookup_table(dtype) if has_lookup_table(dtype) else None
@@ -544,16 +551,6 @@ def _interval_means(centers: np.ndarray, counts: np.ndarray, thresholds: np.ndar
     return total / np.maximum(weight, 1)
 
 
-def _meta_like(d: da.Array, dtype: Any) -> Any:
-    meta = d._meta
-    xp = type(meta).__module__.split(".")[0]
-    if xp == "cupy":
-        import cupy
-
-        return cupy.empty((0,) * d.ndim, dtype=dtype)
-    return np.empty((0,) * d.ndim, dtype=dtype)
-
-
 def _with_halo_chunks(d: da.Array, depth: int) -> da.Array:
     """Rechunk only if some chunk is thinner than the halo (``map_overlap`` needs that)."""
     if all(min(c) >= depth for c in d.chunks if len(c) > 1) and all(
@@ -564,7 +561,7 @@ def _with_halo_chunks(d: da.Array, depth: int) -> da.Array:
 
 
 def _feature_labels_block(block, features, sigma, mean, scale, centers):
-    stack = feat.compute_features(np.asarray(block), features, sigma)
+    stack = feat.compute_features(to_host(block), features, sigma)
     z = (stack.reshape(len(features), -1).T - mean) / scale
     d2 = ((z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
     return d2.argmin(axis=1).astype(np.uint8).reshape(block.shape)

@@ -8,9 +8,17 @@ writes a PNG when given ``path``.
 1
 """
 
-from xctdask.viz.confusion import confusion
-from xctdask.viz.curves import training_curves
-from xctdask.viz.histogram import histogram
-from xctdask.viz.montage import montage
+import lazy_loader
+
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submodules=[],
+    submod_attrs={
+        "confusion": ["confusion"],
+        "curves": ["training_curves"],
+        "histogram": ["histogram"],
+        "montage": ["montage"],
+    },
+)
 
 __all__ = ["confusion", "histogram", "montage", "training_curves"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from xctdask.backend import unwrap
+from xctdask.backend import to_host, unwrap
 
 __all__ = ["montage"]
 
@@ -19,9 +19,7 @@ def _slice(data: Any, axis: int, index: int) -> np.ndarray:
     part = data[tuple(key)]
     if hasattr(part, "compute"):
         part = part.compute()
-    if type(part).__module__.split(".")[0] == "cupy":
-        part = part.get()
-    return np.asarray(part)
+    return to_host(part)
 
 
 def montage(

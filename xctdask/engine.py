@@ -1,0 +1,636 @@
+"""The training engine behind :func:`xctdask.train` and :func:`xctdask.self_correct`.
+
+One loop (:func:`fit_loop`) does what both stages share: optimisers and learning-rate
+schedule, mixed precision, gradient clipping, validation through
+:mod:`xctdask.metrics` on fixed validation patches, checkpoints with exact resume,
+snapshots, a progress bar and the :class:`History`. What differs between the stages is
+a :class:`Task`: supervised training runs the network's own
+:meth:`~xctdask.models.Network.training_step`; self-correction runs the Unbiased
+Teacher's step and validates the teacher. Options travel as one :class:`FitConfig`.
+
+Exact resume: batch ``k`` depends only on the seed and ``k`` (the sampler's contract),
+the augmentation of step ``k`` on ``(seed, k)``, and the PyTorch random state (dropout)
+travels in the checkpoint with the weights, optimisers, teacher and history. A run
+resumed from ``last.pt`` has the history an uninterrupted run has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xctdask import augment as aug
+
+__all__ = [
+    "FitConfig",
+    "History",
+    "SelfCorrectConfig",
+    "SelfCorrectionTask",
+    "SupervisedTask",
+    "Task",
+    "evaluate",
+    "fit_loop",
+    "make_config",
+    "resolve_device",
+    "thread_budget",
+]
+
+OPTIMIZERS = ("adamw", "adam", "adabelief")
+SCHEDULES = ("cosine", "constant", "linear")
+
+
+@dataclass
+class FitConfig:
+    """Options of a training run (stage 2, or stage 3 with :class:`SelfCorrectConfig`).
+
+    Attributes
+    ----------
+    steps : int
+        Optimisation steps (batches).
+    lr, lr_segment : float
+        Learning rate; for a denoise+segment network ``lr`` is the denoiser's and
+        ``lr_segment`` (default ``lr / 10``) the segmenter's.
+    optimizer : {"adamw", "adam", "adabelief"}
+    betas : (float, float)
+    weight_decay : float
+    schedule : {"cosine", "constant", "linear"}
+        After ``warmup`` linear warm-up steps: cosine to 0, constant, or ``"linear"``:
+        constant until ``decay_start`` (a fraction of the steps), then linearly down to
+        ``final_lr`` × ``lr`` (the Modular U-Net paper's 10⁻³ then down to 10⁻⁴).
+    warmup : int
+    decay_start, final_lr : float
+    batch_size : int
+    val_every, val_batches : int
+        Validate every ``val_every`` steps on ``val_batches`` fixed validation batches.
+    grad_clip : float or None
+        Maximum gradient norm.
+    augment : bool
+        Weak (geometric) augmentation of every training batch.
+    noise_fraction, noise_sigma : float
+        Gaussian noise on a fraction of the training samples, each with a sigma drawn
+        in ``[0, noise_sigma]`` (in units of the sample's std), as the noise-robustness
+        study trains (0 = off).
+    loss : torch.nn.Module, optional
+        Default: the network's :meth:`~xctdask.models.Network.default_loss`.
+    label_smoothing : float
+        Label smoothing of the default cross-entropy losses.
+    amp : bool, optional
+        bf16 autocast; default on for CUDA, off on CPU.
+    device : str
+        ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda:1"``, ...
+    threads : int, optional
+        PyTorch intra-op threads of this process; default :func:`thread_budget`.
+    checkpoint : path, optional
+        Folder for ``last.pt`` (at every validation) and ``best.pt``.
+    resume : bool
+        Continue from ``checkpoint/last.pt`` if it exists.
+    keep_best : bool
+        Load the best validation weights before returning.
+    snapshot_every : int, optional
+        Keep the weights every this many steps in ``history.snapshots`` (CPU tensors).
+    seed : int
+    progress : bool
+    """
+
+    steps: int = 100
+    lr: float = 1e-3
+    lr_segment: float | None = None
+    optimizer: str = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup: int = 0
+    decay_start: float = 0.5
+    final_lr: float = 0.1
+    batch_size: int = 8
+    val_every: int = 100
+    val_batches: int = 4
+    grad_clip: float | None = 1.0
+    augment: bool = True
+    noise_fraction: float = 0.0
+    noise_sigma: float = 0.5
+    loss: nn.Module | None = None
+    label_smoothing: float = 0.0
+    amp: bool | None = None
+    device: str = "auto"
+    threads: int | None = None
+    checkpoint: str | Path | None = None
+    resume: bool = False
+    keep_best: bool = True
+    snapshot_every: int | None = None
+    seed: int = 0
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first bad option."""
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("batch_size", "val_every", "val_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.noise_fraction <= 1:
+            raise ValueError(f"noise_fraction must be in [0, 1], got {self.noise_fraction!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.snapshot_every is not None and self.snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be ≥ 1, got {self.snapshot_every!r}")
+
+
+@dataclass
+class SelfCorrectConfig(FitConfig):
+    """:class:`FitConfig` plus the Unbiased Teacher's settings (stage 3).
+
+    Attributes
+    ----------
+    threshold : float
+        Teacher confidence below which a voxel is masked.
+    ema : float
+        Teacher decay α (θ_t ← α θ_t + (1 − α) θ_s).
+    strong : StrongAugment, optional
+        The student's augmentation.
+    validation : PatchSampler, optional
+        Labels to validate the teacher against (default: the training sampler's).
+    """
+
+    lr: float = 1e-4
+    label_smoothing: float = 0.1
+    threshold: float = 0.9
+    ema: float = 0.999
+    strong: aug.StrongAugment | None = None
+    validation: Any = None
+    keep_best: bool = False
+
+    def check(self) -> None:
+        super().check()
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+        if not 0 <= self.ema <= 1:
+            raise ValueError(f"ema must be in [0, 1], got {self.ema!r}")
+
+
+def make_config(kind: type[FitConfig], config: FitConfig | None, options: dict) -> FitConfig:
+    """``config`` (or the defaults of ``kind``) with ``options`` replacing its fields."""
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"unknown training options {unknown}; {kind.__name__} has {sorted(names)}")
+    base = config if config is not None else kind()
+    if not isinstance(base, kind):
+        base = kind(**{f.name: getattr(base, f.name) for f in fields(base) if f.name in names})
+    result = replace(base, **options)
+    result.check()
+    return result
+
+
+@dataclass
+class History:
+    """What happened during training, step by step (both stages).
+
+    ``val_iou`` holds the per-class IoU of every validation next to its mean
+    ``val_miou``; ``validated_against`` says which labels (annotations, pseudo labels,
+    ground truth); ``best_score`` is the best mean IoU (PSNR for a denoiser) and
+    ``best_step`` where it was; ``mean_confidence`` and ``masked_fraction`` are logged by
+    stage 3; ``snapshots`` holds ``(step, state_dict)`` pairs when ``snapshot_every`` is
+    set.
+    """
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    val_miou: list[float] = field(default_factory=list)
+    val_iou: list[list[float]] = field(default_factory=list)
+    val_psnr: list[float] = field(default_factory=list)
+    mean_confidence: list[float] = field(default_factory=list)
+    masked_fraction: list[float] = field(default_factory=list)
+    best_step: int = -1
+    best_miou: float = -math.inf
+    best_score: float = -math.inf
+    seconds: float = 0.0
+    threads: int = 0
+    validated_against: str = ""
+    snapshots: list[tuple[int, dict]] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready; snapshots left out)."""
+        out = asdict(replace(self, snapshots=[]))
+        out.pop("snapshots")
+        return out
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def thread_budget() -> int:
+    """PyTorch threads for this process: the cores the local Dask workers leave free.
+
+    With a ``LocalCluster`` on the same machine, PyTorch's default (one thread per
+    core) fights the workers' threads; with other work on a 2-core machine training
+    ran 8× slower than with one thread. The budget is the machine's cores minus the
+    threads of the workers running on this host (at least 1). Without a client, or with
+    remote workers only, every core is used. ``XCTDASK_TRAIN_THREADS`` overrides it.
+    """
+    forced = os.environ.get("XCTDASK_TRAIN_THREADS")
+    if forced:
+        return max(1, int(forced))
+    from xctdask.cluster import active_client
+
+    cores = os.cpu_count() or 1
+    client = active_client()
+    if client is None:
+        return cores
+    import socket
+
+    local_names = {"127.0.0.1", "localhost", socket.gethostname()}
+    with contextlib.suppress(OSError):
+        local_names.add(socket.gethostbyname(socket.gethostname()))
+    busy = 0
+    try:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+    except (TypeError, KeyError):
+        workers = client.scheduler_info().get("workers", {})
+    for address, info in workers.items():
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        if host in local_names:
+            busy += int(info.get("nthreads", 1))
+    return max(1, cores - busy)
+
+
+class Task:
+    """What a stage does per step; :func:`fit_loop` does the rest."""
+
+    name = "train"
+
+    def setup(self, net: nn.Module, config: FitConfig, device: torch.device, n_classes: int):
+        raise NotImplementedError
+
+    def step(self, batch: dict, step: int) -> tuple[float, dict[str, float]]:
+        raise NotImplementedError
+
+    def evaluated(self) -> nn.Module:
+        """The module validated, checkpointed as best and returned."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        raise NotImplementedError
+
+
+def _make_optimizer(config: FitConfig):
+    def make(params, **kwargs):
+        options = {"weight_decay": config.weight_decay, "betas": config.betas, **kwargs}
+        if config.optimizer == "adabelief":
+            try:
+                from adabelief_pytorch import AdaBelief
+            except ImportError as err:
+                raise ImportError(
+                    "optimizer='adabelief' needs the adabelief-pytorch package: "
+                    "pip install 'xctdask[papers]'"
+                ) from err
+            return AdaBelief(params, eps=1e-16, rectify=False, print_change_log=False, **options)
+        cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, **options)
+
+    return make
+
+
+class SupervisedTask(Task):
+    """Stage 2: the network's own training step on labelled (or clean) patches."""
+
+    name = "train"
+
+    def setup(self, net, config, device, n_classes):
+        from xctdask.losses import CrossEntropyLoss
+
+        self.net, self.config, self.device = net, config, device
+        loss = config.loss if config.loss is not None else net.default_loss()
+        if config.label_smoothing and config.loss is None:
+            if isinstance(loss, CrossEntropyLoss):
+                loss = CrossEntropyLoss(loss.weight, label_smoothing=config.label_smoothing)
+            elif hasattr(loss, "segmentation"):
+                loss.segmentation = CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.loss = loss.to(device)
+        make = _make_optimizer(config)
+        self._optimizers = {"main": make(net.optimizer_groups(config))}
+        self._optimizers.update(net.extra_optimizers(config, make))
+        amp = device.type == "cuda" if config.amp is None else config.amp
+
+        def autocast():
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
+
+        from xctdask.models.base import StepContext
+
+        self.ctx = StepContext(
+            loss=self.loss,
+            optimizers=self._optimizers,
+            autocast=autocast,
+            grad_clip=config.grad_clip,
+            n_classes=n_classes,
+        )
+
+    def step(self, batch, step):
+        batch = _augmented(batch, self.config, step)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        self.ctx.logs = {}
+        value = self.net.training_step(batch, self.ctx)
+        return float(value), dict(self.ctx.logs)
+
+    def evaluated(self):
+        return self.net
+
+    def optimizers(self):
+        return list(self._optimizers.values())
+
+    def state_dict(self):
+        return {
+            "model": self.net.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self._optimizers.items()},
+        }
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["model"])
+        for name, opt_state in state["optimizers"].items():
+            self._optimizers[name].load_state_dict(opt_state)
+
+
+class SelfCorrectionTask(Task):
+    """Stage 3: the Unbiased Teacher (see :mod:`xctdask.teacher`)."""
+
+    name = "self-correct"
+
+    def setup(self, net, config, device, n_classes):
+        from xctdask.losses import CrossEntropyLoss
+        from xctdask.teacher import EMATeacher
+
+        if not net.segments:
+            raise ValueError("self-correction needs a network that produces class scores")
+        self.net, self.config, self.device = net, config, device
+        self.teacher = EMATeacher(net, decay=config.ema)
+        self.criterion = CrossEntropyLoss(label_smoothing=config.label_smoothing).to(device)
+        self.optimizer = _make_optimizer(config)(net.optimizer_groups(config))
+        self.strong = config.strong or aug.StrongAugment()
+        amp = device.type == "cuda" if config.amp is None else config.amp
+        self.autocast = lambda: torch.autocast(
+            device_type=device.type, dtype=torch.bfloat16, enabled=amp
+        )
+
+    def step(self, batch, step):
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        weak_view, _, _ = aug.weak(batch["image"], generator=g)
+        strong_view = self.strong(weak_view, generator=g)
+        weak_view, strong_view = weak_view.to(self.device), strong_view.to(self.device)
+        with self.autocast():
+            guess = self.teacher.label(weak_view, self.config.threshold)
+            logits = self.net.split(self.net(strong_view))["logits"]
+            value = self.criterion(logits, guess.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.teacher.update(self.net)
+        return float(value.detach()), {
+            "mean_confidence": guess.mean_confidence,
+            "masked_fraction": guess.masked_fraction,
+        }
+
+    def evaluated(self):
+        return self.teacher.module
+
+    def optimizers(self):
+        return [self.optimizer]
+
+    def state_dict(self):
+        return {
+            "model": self.net.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizers": {"main": self.optimizer.state_dict()},
+        }
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["model"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizers"]["main"])
+
+
+def _augmented(batch: dict, config: FitConfig, step: int) -> dict:
+    """Weak augmentation and optional noise on a fraction of the samples."""
+    image, target, clean = batch["image"], batch.get("target"), batch.get("clean")
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    if config.augment:
+        image, target, clean = aug.weak(image, target, clean, generator=g)
+    if config.noise_fraction > 0:
+        image = aug.noise_fraction(image, config.noise_fraction, config.noise_sigma, generator=g)
+    out = {"image": image}
+    if target is not None:
+        out["target"] = target
+    if clean is not None:
+        out["clean"] = clean
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    net: nn.Module, batches: list[dict], n_classes: int, device: torch.device
+) -> dict[str, Any]:
+    """Scores of ``net`` on validation ``batches``: IoU per class and its mean over
+    labelled voxels (:func:`xctdask.metrics.confusion_matrix`), and the PSNR of the
+    denoised output against the clean patches (:func:`xctdask.metrics.psnr`)."""
+    from xctdask import metrics
+
+    was_training = net.training
+    net.eval()
+    confusion = np.zeros((n_classes, n_classes), np.int64) if n_classes else None
+    denoised, clean = [], []
+    for batch in batches:
+        outputs = net.split(net(batch["image"].to(device)))
+        if confusion is not None and "logits" in outputs and "target" in batch:
+            pred = outputs["logits"].argmax(1).cpu().numpy()
+            confusion += metrics.confusion_matrix(pred, batch["target"].numpy(), n_classes)
+        if "denoised" in outputs and "clean" in batch:
+            denoised.append(outputs["denoised"].float().cpu().numpy())
+            clean.append(batch["clean"].numpy())
+    net.train(was_training)
+    result: dict[str, Any] = {}
+    if confusion is not None:
+        tp = np.diag(confusion).astype(float)
+        union = confusion.sum(0) + confusion.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+        result["iou"] = [float(v) for v in iou]
+        result["miou"] = float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
+    if denoised:
+        result["psnr"] = float(
+            metrics.psnr(np.concatenate(denoised).ravel(), np.concatenate(clean).ravel())
+        )
+    return result
+
+
+def _lr_factor(step: int, config: FitConfig) -> float:
+    if config.warmup and step < config.warmup:
+        return (step + 1) / config.warmup
+    if config.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    if config.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if progress <= config.decay_start:  # "linear": flat, then down to final_lr
+        return 1.0
+    frac = (progress - config.decay_start) / max(1e-12, 1 - config.decay_start)
+    return 1.0 - frac * (1.0 - config.final_lr)
+
+
+def _save(path: Path, state: dict) -> None:
+    from xctdask.models.store import atomic_save
+
+    atomic_save(state, path)
+
+
+def fit_loop(
+    net: nn.Module, sampler: Any, config: FitConfig, task: Task, *, n_classes: int
+) -> tuple[nn.Module, History]:
+    """Run ``task`` for ``config.steps`` steps on ``sampler``'s training patches.
+
+    Returns the evaluated module (the network, or stage 3's teacher) with the best
+    validation weights loaded when ``config.keep_best``, and the history.
+    """
+    from xctdask.models.store import read_file
+
+    device = resolve_device(config.device)
+    threads = config.threads or thread_budget()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net.to(device).train()
+        task.setup(net, config, device, n_classes)
+        history = History(threads=threads)
+        best_state = None
+        start = 0
+        folder = Path(config.checkpoint) if config.checkpoint is not None else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            last = folder / "last.pt"
+            if config.resume and last.exists():
+                state = read_file(last, map_location=str(device))
+                task.load_state_dict(state["task"])
+                history = History(**{**state["history"], "threads": threads})
+                start = int(state["step"])
+                torch.set_rng_state(state["torch_rng"])
+                if (folder / "best.pt").exists():
+                    best_state = read_file(folder / "best.pt")["model"]
+        checker = getattr(config, "validation", None) or sampler
+        validation = None
+        if n_classes or sampler.clean is not None:
+            if getattr(checker, "has_labels", lambda part: True)("validation"):
+                validation = checker.validation_batches(config.batch_size, config.val_batches)
+        history.validated_against = getattr(checker, "describe", lambda: "")() if validation else ""
+        if start == 0:
+            torch.manual_seed(config.seed)
+        stream = sampler.batches(
+            "train", config.batch_size, config.steps - start, seed=config.seed, start=start
+        )
+        bar = None
+        if config.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=config.steps,
+                initial=start,
+                desc=f"{task.name} ({threads} thread{'s' if threads > 1 else ''})",
+                file=sys.stderr,
+                leave=True,
+            )
+        base_lrs = [[g["lr"] for g in opt.param_groups] for opt in task.optimizers()]
+        clock = time.perf_counter()
+        scores: dict[str, Any] = {}
+        for step, batch in zip(range(start, config.steps), stream, strict=False):
+            factor = _lr_factor(step, config)
+            for opt, bases in zip(task.optimizers(), base_lrs, strict=True):
+                for group, base in zip(opt.param_groups, bases, strict=True):
+                    group["lr"] = base * factor
+            value, logs = task.step(batch, step)
+            history.step.append(step)
+            history.loss.append(value)
+            history.lr.append(task.optimizers()[0].param_groups[0]["lr"])
+            if "mean_confidence" in logs:
+                history.mean_confidence.append(logs["mean_confidence"])
+                history.masked_fraction.append(logs["masked_fraction"])
+            done = step + 1
+            if config.snapshot_every and done % config.snapshot_every == 0:
+                module = task.evaluated()
+                history.snapshots.append(
+                    (done, {k: v.detach().cpu().clone() for k, v in module.state_dict().items()})
+                )
+            if done % config.val_every == 0 or done == config.steps:
+                if validation is not None:
+                    scores = evaluate(task.evaluated(), validation, n_classes, device)
+                    history.val_step.append(done)
+                    history.val_miou.append(scores.get("miou", math.nan))
+                    history.val_iou.append(scores.get("iou", []))
+                    if "psnr" in scores:
+                        history.val_psnr.append(scores["psnr"])
+                    # segmenters are kept by mean IoU, denoisers by PSNR
+                    score = scores.get("miou", scores.get("psnr", -math.inf))
+                    if score > history.best_score:
+                        history.best_score, history.best_step = score, done
+                        history.best_miou = scores.get("miou", history.best_miou)
+                        best_state = copy.deepcopy(task.evaluated().state_dict())
+                        if folder is not None:
+                            _save(folder / "best.pt", {"model": best_state, "step": done})
+                if folder is not None:
+                    history.seconds += time.perf_counter() - clock
+                    clock = time.perf_counter()
+                    _save(
+                        folder / "last.pt",
+                        {
+                            "task": task.state_dict(),
+                            "history": history.to_dict(),
+                            "step": done,
+                            "torch_rng": torch.get_rng_state(),
+                            "config": getattr(net, "config", None),
+                        },
+                    )
+            if bar is not None:
+                shown = {"loss": f"{value:.4f}"}
+                if "miou" in scores:
+                    shown["val_miou"] = f"{scores['miou']:.3f}"
+                if "mean_confidence" in logs:
+                    shown["confidence"] = f"{logs['mean_confidence']:.3f}"
+                bar.set_postfix(shown, refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        history.seconds += time.perf_counter() - clock
+        result = task.evaluated()
+        if config.keep_best and best_state is not None:
+            result.load_state_dict(best_state)
+        return result, history
+    finally:
+        torch.set_num_threads(previous_threads)
