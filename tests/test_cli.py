@@ -26,7 +26,7 @@ def test_info_prints_shape_dtype_range(tmp_path, capsys):
     assert main(["info", str(tmp_path / "v.zarr")]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["shape"] == [4, 5, 6] and info["dtype"] == "uint16"
-    assert info["chunks"] == [2, 5, 6] and (info["min"], info["max"]) == (0, 119)
+    assert info["storage_chunks"] == [2, 5, 6] and (info["min"], info["max"]) == (0, 119)
 
 
 def test_convert_tiff_to_zarr_in_process(tmp_path, client, capsys):

@@ -62,8 +62,10 @@ def test_an_interrupted_predict_resumes_and_writes_only_missing_chunks(tmp_path)
     out = tmp_path / "labels.zarr"
     argv = [sys.executable, "-m", "xctdask.cli", "predict", str(tmp_path / "vol.zarr")]
     argv += [str(model), str(out), "--tile", "64", "--workers", "1"]
+    # one Dask chunk per storage chunk (128 KiB), so a resume can skip single chunks
+    env = {**os.environ, "DASK_ARRAY__CHUNK_SIZE": "128KiB"}
     first = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env
     )
     deadline = time.time() + 120
     written = 0
@@ -75,7 +77,7 @@ def test_an_interrupted_predict_resumes_and_writes_only_missing_chunks(tmp_path)
     os.killpg(first.pid, signal.SIGKILL)  # the command, its cluster, its workers
     first.wait(timeout=30)
     assert written >= 3 and is_interrupted_write(out)
-    second = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert second.returncode == 0, second.stderr
     assert "resuming" in second.stderr
     import json

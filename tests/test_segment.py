@@ -72,6 +72,22 @@ def test_time_series_and_save_load(unsupervised, phantom, tmp_path):
         unsupervised.save(path)
 
 
+def test_a_stored_time_series_is_read_step_by_step_from_the_store(unsupervised, phantom, tmp_path):
+    import zarr
+
+    series = np.stack([phantom.hq.values[:8], phantom.lq.values[:8], phantom.lq.values[8:16]])
+    store = zarr.create_array(
+        tmp_path / "s.zarr", shape=series.shape, chunks=(1, 4, 48, 48), dtype=series.dtype
+    )
+    store[:] = series
+    vol = xd.open_volume(tmp_path / "s.zarr", dims=("t", "z", "y", "x"))
+    labels = unsupervised.transform(vol)
+    graph = dict(labels.data.__dask_graph__())
+    storage_chunks = 3 * 2 * 2 * 2
+    assert len(graph) / storage_chunks <= 3  # no read tasks: blocks read the store
+    np.testing.assert_array_equal(labels[1].values, unsupervised.transform(phantom.lq[:8]).values)
+
+
 def test_normalization_comes_from_the_histogram(unsupervised, phantom):
     hq = phantom.hq.values
     lab = xd.PseudoLabeler(3, mask="cylinder").fit(hq).predict(hq)

@@ -56,6 +56,20 @@ def _guard(inputs: Sequence[str | None], outputs: Sequence[str | None]) -> None:
                 raise ValueError(f"the outputs {out} and {other} overlap; choose separate paths")
 
 
+def _so(args: argparse.Namespace) -> dict[str, Any]:
+    """``storage_options=...`` for the library calls, from ``--storage-options``."""
+    text = getattr(args, "storage_options", None)
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--storage-options must be a JSON object: {err}") from None
+    if not isinstance(options, dict):
+        raise ValueError("--storage-options must be a JSON object, e.g. '{\"anon\": true}'")
+    return {"storage_options": options}
+
+
 #: API words in library messages, and what a CLI user types instead
 _CLI_WORDS = {
     "overwrite=True": "--overwrite",
@@ -75,12 +89,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     from xctdask.io import check_store, open_volume
 
-    vol = open_volume(args.path, dataset=args.dataset, level=args.level)
+    vol = open_volume(args.path, dataset=args.dataset, level=args.level, **_so(args))
     info: dict[str, Any] = {
         "path": args.path,
         "shape": list(vol.shape),
         "dtype": str(vol.dtype),
         "chunks": [int(max(c)) for c in vol.chunks],
+        "storage_chunks": vol.attrs.get("storage_chunks"),
         "voxel_size": list(vol.attrs["voxel_size"]),
         "unit": vol.attrs["unit"],
         "size_gb": round(vol.nbytes / 1e9, 3),
@@ -91,7 +106,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.check or not args.no_stats:
         with _cluster(args.scheduler, args.workers) if use_cluster else nullcontext():
             if args.check:
-                report = check_store(args.path, progress=True)
+                report = check_store(args.path, progress=True, **_so(args))
                 info["check"] = report.to_dict()
             if not args.no_stats and (report is None or report.ok):
                 lo, hi, finite = dask.compute(
@@ -110,7 +125,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     _guard([args.input], [args.output])
     chunks = tuple(args.chunks) if args.chunks else None
-    vol = open_volume(args.input, dataset=args.dataset, voxel_size=args.voxel_size, unit=args.unit)
+    vol = open_volume(
+        args.input, dataset=args.dataset, voxel_size=args.voxel_size, unit=args.unit, **_so(args)
+    )
     with _cluster(args.scheduler, args.workers):
         result = save_volume(
             vol,
@@ -119,6 +136,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             multiscale=args.multiscale or False,
             kind=args.kind,
+            **_so(args),
         )
     print(
         f"wrote {args.output}: {result.chunks_written} chunks written, "
@@ -178,12 +196,10 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
     from xctdask.pseudolabels import PseudoLabeler
 
     _guard([args.input], [args.output, args.save_model])
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:  # fail before any work, touch nothing
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    _refuse_existing(args.output, overwrite=args.overwrite, storage_options=_so(args))
     if args.save_model and Path(args.save_model).exists() and not args.overwrite:
         raise FileExistsError(f"{args.save_model} exists; pass --overwrite to replace it")
-    vol = open_volume(args.input, dataset=args.dataset)
+    vol = open_volume(args.input, dataset=args.dataset, **_so(args))
     labeler = PseudoLabeler(
         args.classes,
         args.method,
@@ -195,12 +211,14 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
     )
     with _cluster(args.scheduler, args.workers):
         labeler.fit(vol)
-        result = save_volume(labeler.predict(vol), out, overwrite=args.overwrite, kind="labels")
+        result = save_volume(
+            labeler.predict(vol), args.output, overwrite=args.overwrite, kind="labels", **_so(args)
+        )
     if args.save_model:
         labeler.save(args.save_model, overwrite=args.overwrite)
     summary = labeler.summary()
     summary.update(
-        output=str(out),
+        output=str(args.output),
         chunks_written=result.chunks_written,
         nonfinite_voxels=labeler.n_nonfinite_,
         voxels_outside_mask=labeler.n_excluded_,
@@ -210,17 +228,17 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from xctdask.inference import predict
     from xctdask.io import open_volume, save_volume
     from xctdask.models import load
 
     _guard([args.input, args.model], [args.output])
-    out = Path(args.output)
-    _refuse_existing(args.output, overwrite=args.overwrite, resumable=args.output)
+    _refuse_existing(
+        args.output, overwrite=args.overwrite, resumable=args.output, storage_options=_so(args)
+    )
     net = load(args.model)
-    vol = open_volume(args.input, dataset=args.dataset)
+    vol = open_volume(args.input, dataset=args.dataset, **_so(args))
     result = predict(
         vol,
         net,
@@ -235,9 +253,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     )
     kind = "labels" if args.output_kind == "labels" else "image"
     with _cluster(args.scheduler, args.workers):
-        written = save_volume(result, out, overwrite=args.overwrite, kind=kind)
+        written = save_volume(result, args.output, overwrite=args.overwrite, kind=kind, **_so(args))
     report = {
-        "output": str(out),
+        "output": str(args.output),
         "kind": args.output_kind,
         "shape": list(result.shape),
         "tiles": result.attrs["tiles"],
@@ -274,22 +292,27 @@ def _fit(args: argparse.Namespace):
     from xctdask.io import open_volume
 
     seg = _segmenter_from(args)
-    vol = open_volume(args.input, dataset=args.dataset)
-    labels = open_volume(args.labels) if args.labels else None
-    clean = open_volume(args.clean) if args.clean else None
+    vol = open_volume(args.input, dataset=args.dataset, **_so(args))
+    labels = open_volume(args.labels, **_so(args)) if args.labels else None
+    clean = open_volume(args.clean, **_so(args)) if args.clean else None
     return vol, seg.fit(vol, labels, clean)
 
 
-def _refuse_existing(*paths: str | None, overwrite: bool, resumable: str | None = None) -> None:
+def _refuse_existing(
+    *paths: str | None,
+    overwrite: bool,
+    resumable: str | None = None,
+    storage_options: dict | None = None,
+) -> None:
     """Fail before any work if an output exists, unless it is ``resumable``: an
     interrupted write of an output store, which the run then completes."""
-    from pathlib import Path
-
     from xctdask.io import is_interrupted_write
+    from xctdask.io.locations import exists
 
+    options = (storage_options or {}).get("storage_options")
     for path in paths:
-        if path and Path(path).exists() and not overwrite:
-            if path == resumable and is_interrupted_write(path):
+        if path and exists(path, options) and not overwrite:
+            if path == resumable and is_interrupted_write(path, options):
                 print(f"resuming the interrupted write of {path}", file=sys.stderr)
                 continue
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
@@ -321,7 +344,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         [args.input, args.labels, args.clean, args.segmenter], [args.output, args.save_segmenter]
     )
     _refuse_existing(
-        args.output, args.save_segmenter, overwrite=args.overwrite, resumable=args.output
+        args.output,
+        args.save_segmenter,
+        overwrite=args.overwrite,
+        resumable=args.output,
+        storage_options=_so(args),
     )
     if args.segmenter:
         seg = Segmenter.load(args.segmenter)
@@ -336,11 +363,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         _segmenter_from(args)  # check the settings before the cluster starts
     with _cluster(args.scheduler, args.workers):
         if args.segmenter:
-            vol = open_volume(args.input, dataset=args.dataset)
+            vol = open_volume(args.input, dataset=args.dataset, **_so(args))
         else:
             vol, seg = _fit(args)
         result = save_volume(
-            seg.transform(vol), args.output, overwrite=args.overwrite, kind="labels"
+            seg.transform(vol), args.output, overwrite=args.overwrite, kind="labels", **_so(args)
         )
     if args.save_segmenter:
         seg.save(args.save_segmenter, overwrite=args.overwrite)
@@ -390,6 +417,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def cluster_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--storage-options",
+            metavar="JSON",
+            help="fsspec options for s3:// gs:// https:// paths, e.g. "
+            '\'{"endpoint_url": "http://host:9000", "key": "...", "secret": "..."}\'',
+        )
         p.add_argument(
             "--scheduler",
             metavar="ADDRESS",

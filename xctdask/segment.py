@@ -368,11 +368,10 @@ class Segmenter:
         self._require_fitted()
         self.validate()
         data = unwrap(vol)
-        if getattr(data, "ndim", 0) == 4:
-            steps = [
-                vol[t] if isinstance(vol, xr.DataArray) else data[t] for t in range(data.shape[0])
-            ]
-            parts = [self.transform(s, output=output) for s in steps]
+        if getattr(data, "ndim", 0) == 4:  # each step read from the store by its blocks
+            from xctdask.io.open import time_steps
+
+            parts = [self.transform(s, output=output) for s in time_steps(vol)]
             return xr.concat(parts, dim="t")
         return predict(
             vol,

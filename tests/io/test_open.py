@@ -1,3 +1,4 @@
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -28,7 +29,22 @@ def test_zarr_v3_array(tmp_path):
     z[:] = VOLUME
     vol = open_volume(tmp_path / "a.zarr")
     _check(vol)
-    assert vol.data.chunksize == (2, 5, 6)
+    # Dask chunks are unions of storage chunks (here the whole small volume)
+    assert vol.attrs["storage_chunks"] == [2, 5, 6]
+    assert vol.data.chunksize == VOLUME.shape
+    assert open_volume(tmp_path / "a.zarr", chunks=(2, 5, 6)).data.chunksize == (2, 5, 6)
+    budget = 2 * 10 * 12 * VOLUME.itemsize  # Dask's own knob sets the size
+    with dask.config.set({"array.chunk-size": f"{budget}B"}):
+        assert open_volume(tmp_path / "a.zarr").data.chunksize == (2, 10, 12)
+
+
+def test_a_terabyte_store_opens_in_few_large_chunks(tmp_path):
+    z = zarr.create_array(
+        str(tmp_path / "big.zarr"), shape=(8192, 8192, 8192), chunks=(64, 256, 256), dtype="u2"
+    )
+    vol = open_volume(tmp_path / "big.zarr")
+    assert z.nchunks == 131072 and vol.data.npartitions == 131072 // 16
+    assert vol.data.chunksize == (64, 1024, 1024)  # 128 MiB, whole storage chunks
 
 
 def test_zarr_v2_array(tmp_path):

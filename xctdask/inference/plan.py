@@ -42,6 +42,8 @@ REDUNDANCY_GOAL = 1.3
 SINGLE_SLICING_VOXELS = 2**27
 #: Bytes of float32 accumulators of a block computed as a whole (3-D or tri-planar).
 ACCUMULATOR_BYTES = 2**30
+#: Bytes a block task holds per voxel of its region (input, float32 copies, outputs).
+BYTES_PER_VOXEL = 16
 
 _AXES = "zyx"
 
@@ -113,13 +115,15 @@ class InferencePlan:
         axes: str,
         channels: int,
         block: tuple[int, int, int] | None = None,
+        worker_memory: int | None = None,
     ) -> InferencePlan:
         """Plan ``predict`` on a volume of ``shape`` stored in ``chunks``.
 
         ``tile`` is in slicing coordinates: ``(1, ty, tx)`` for a 2-D network, ``(tz,
         ty, tx)`` for a 3-D one. ``block`` forces the block size (voxels per axis,
         rounded to whole input chunks); by default it is chosen as described in the
-        module docstring.
+        module docstring, within ``worker_memory`` bytes per task when given (a block
+        task holds about :data:`BYTES_PER_VOXEL` bytes per voxel of its region).
         """
         shape = tuple(int(s) for s in shape)
         slicings = []
@@ -131,12 +135,16 @@ class InferencePlan:
         if block is not None:
             targets = [int(b) for b in block]
         else:
-            targets = cls._targets(shape, chunks, slicings, overlap, channels, spatial_dims)
+            targets = cls._targets(
+                shape, chunks, slicings, overlap, channels, spatial_dims, worker_memory
+            )
         merged = tuple(_merge_chunks(c, t) for c, t in zip(chunks, targets, strict=True))
         return cls(shape, spatial_dims, context, tuple(slicings), merged)
 
     @staticmethod
-    def _targets(shape, chunks, slicings, overlap, channels, spatial_dims) -> list[int]:
+    def _targets(
+        shape, chunks, slicings, overlap, channels, spatial_dims, worker_memory
+    ) -> list[int]:
         """Block extent per axis: the redundancy goal, then the memory budget."""
         tiled: dict[int, int] = {}
         per_slicing = 0
@@ -158,6 +166,8 @@ class InferencePlan:
             budget = SINGLE_SLICING_VOXELS  # streamed slice group by slice group
         else:
             budget = ACCUMULATOR_BYTES // (4 * (channels + 2))
+        if worker_memory:  # a quarter of a worker's memory for one block task
+            budget = min(budget, worker_memory // (4 * BYTES_PER_VOXEL))
         # untiled axes keep their input chunks
         fixed = math.prod(max(chunks[a]) for a in range(3) if a not in tiled)
         while math.prod(t for t in targets if t) * fixed > budget:

@@ -220,6 +220,21 @@ def _graph(data, plan, spec, net_key, net, stats, merger, channels) -> da.Array:
     return da.Array(graph, name, chunks, dtype=merger.dtype, meta=meta)
 
 
+def _worker_memory() -> int | None:
+    """The smallest memory limit of the active cluster's workers (None without one)."""
+    from xctdask.cluster import active_client
+
+    client = active_client()
+    if client is None:
+        return None
+    try:
+        limits = [w.get("memory_limit") for w in client.scheduler_info()["workers"].values()]
+    except Exception:  # a cluster that cannot say: no limit assumed
+        return None
+    limits = [int(m) for m in limits if m]
+    return min(limits) if limits else None
+
+
 def _token(stats: Any) -> Any:
     return stats.name if isinstance(stats, da.Array) else stats
 
@@ -300,7 +315,8 @@ def predict(
     block : int or (int, int, int), optional
         Inference block size in voxels (rounded to whole input chunks); default: large
         enough along tiled axes that re-run border tiles cost at most ~1.3× (see
-        :mod:`xctdask.inference.plan`), within about 1 GiB per task.
+        :mod:`xctdask.inference.plan`), within about 1 GiB per task and a quarter of
+        the active cluster's smallest worker memory limit.
     spatial_dims, outputs
         Declarations for a plain ``torch.nn.Module``.
 
@@ -395,6 +411,7 @@ def predict(
         axes=axes,
         channels=channels,
         block=block,
+        worker_memory=_worker_memory(),
     )
     spec = BlockSpec(plan, output, batch_size, device, precision, channels_last)
     result = _graph(data, plan, spec, net_key, shipped, stats, merger, channels)
@@ -408,7 +425,9 @@ def _wrap(result: da.Array, vol: Any, merger, channels: int, plan, overlap, blen
     if isinstance(vol, xr.DataArray):
         dims = tuple(vol.dims)
         coords = {k: v for k, v in vol.coords.items() if set(v.dims) <= set(dims)}
-        attrs = {k: v for k, v in vol.attrs.items() if k in ("voxel_size", "unit")}
+        attrs = {
+            k: v for k, v in vol.attrs.items() if k in ("voxel_size", "unit", "storage_chunks")
+        }
     if merger.per_class:
         dims = ("class", *dims)
         coords = {**coords, "class": np.arange(channels)}

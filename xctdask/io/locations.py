@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_url", "location", "overlaps", "split_url"]
+__all__ = ["exists", "is_url", "location", "overlaps", "split_url"]
 
 _URL = re.compile(r"^(?P<protocol>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<rest>.*)$")
 
@@ -75,3 +75,13 @@ def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     if la == lb:
         return True
     return la.startswith(lb.rstrip("/") + "/") or lb.startswith(la.rstrip("/") + "/")
+
+
+def exists(path: str | os.PathLike, storage_options: dict | None = None) -> bool:
+    """Whether a local path or a URL exists (fsspec for URLs)."""
+    if is_url(os.fspath(path)):
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(os.fspath(path), **(storage_options or {}))
+        return bool(fs.exists(inner))
+    return Path(os.fspath(path)).exists()

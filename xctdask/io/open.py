@@ -24,9 +24,10 @@ from xctdask.io.readers import (
     ZarrReader,
 )
 
-__all__ = ["as_volume", "open_volume"]
+__all__ = ["as_volume", "grown_chunks", "open_volume", "time_steps"]
 
 DIMS = ("z", "y", "x")
+_KEPT = ("voxel_size", "unit", "kind", "class_names", "storage_chunks")
 _TIFF = (".tif", ".tiff")
 _HDF5 = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi")
 
@@ -166,11 +167,57 @@ def _reader_for(path: Path, dataset: str | None) -> VolumeReader:
     )
 
 
-def _default_chunks(shape: tuple[int, ...], dtype: np.dtype, target_bytes: int = 64 * 2**20):
+def _target_bytes() -> int:
+    """Dask's own chunk-size setting (``array.chunk-size``, 128 MiB by default)."""
+    import dask
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(dask.config.get("array.chunk-size")))
+
+
+def _default_chunks(shape: tuple[int, ...], dtype: np.dtype, target_bytes: int | None = None):
     """Slabs of whole slices along z, about ``target_bytes`` each."""
+    target_bytes = target_bytes or _target_bytes()
     slice_bytes = int(np.prod(shape[1:])) * dtype.itemsize
     nz = max(1, min(shape[0], target_bytes // max(slice_bytes, 1)))
     return (nz, *shape[1:]) if slice_bytes <= target_bytes else "auto"
+
+
+def grown_chunks(
+    grid: tuple[int, ...], shape: tuple[int, ...], itemsize: int, target_bytes: int | None = None
+) -> tuple[int, ...]:
+    """Dask chunks made of whole storage chunks, up to ``target_bytes`` each.
+
+    Storage chunks of a few MB make one Dask task each per pass: at a terabyte that is
+    hundreds of thousands of tasks, and the client alone spends minutes on them. The
+    chunks grow by doubling, first in y and x (up to whole slices), then in z, while
+    they stay within ``target_bytes`` (default: Dask's ``array.chunk-size``). Every
+    Dask chunk is a union of whole storage chunks, so a task reads, and later writes,
+    whole chunks only.
+
+    Examples
+    --------
+    >>> grown_chunks((64, 256, 256), (2048, 2048, 2048), 2, 128 * 2**20)
+    (64, 1024, 1024)
+    >>> grown_chunks((8, 32, 32), (16, 40, 40), 4, 128 * 2**20)
+    (16, 40, 40)
+    """
+    target = target_bytes or _target_bytes()
+    chunks = [min(g, n) for g, n in zip(grid, shape, strict=True)]
+    order = [len(shape) - 1, len(shape) - 2, *range(len(shape) - 3, -1, -1)]
+    order = [a for a in order if a >= 0]
+    for axes in (order[:2], order[2:3]):  # y and x together first, then z
+        grew = True
+        while grew:
+            grew = False
+            for a in sorted(axes, key=lambda i: chunks[i]):
+                if chunks[a] >= shape[a]:
+                    continue
+                trial = list(chunks)
+                trial[a] = min(shape[a], chunks[a] * 2)
+                if int(np.prod(trial)) * itemsize <= target:
+                    chunks, grew = trial, True
+    return tuple(int(c) for c in chunks)
 
 
 def as_volume(
@@ -247,8 +294,13 @@ def open_volume(
         its ``.raw.info`` (PyHST / tomo2seg), an HDF5 or NeXus file, or a NumPy, CuPy,
         Dask array or DataArray (wrapped, never copied).
     chunks : optional
-        Dask chunks. Default: the storage chunks of Zarr and HDF5 data; slabs of whole
-        z slices of about 64 MiB for other formats; ``"auto"`` for in-memory arrays.
+        Dask chunks. Default: for Zarr and chunked HDF5, unions of whole storage chunks
+        of up to Dask's ``array.chunk-size`` (128 MiB unless configured; see
+        :func:`grown_chunks`), so a terabyte volume is thousands of tasks, not hundreds
+        of thousands; slabs of whole z slices of that size for other formats;
+        ``"auto"`` for in-memory arrays. The storage chunks are kept in
+        ``attrs["storage_chunks"]``: :func:`xctdask.save_volume` writes results with
+        them.
     dataset : str, optional
         The array inside an HDF5 file or Zarr group. HDF5 files that hold one 3-D
         dataset, or NeXus files with a ``default`` plot, need none.
@@ -324,8 +376,15 @@ def _open_path(path, chunks, dataset, level, voxel_size, unit, dims) -> xr.DataA
         reader = _reader_for(path, dataset)
         validate_volume(reader, name=str(path), ndim=len(dims))
         attrs = {k: v for k, v in getattr(reader, "attrs", {}).items() if v is not None}
+        stored = getattr(reader, "chunks", None)
         if chunks is None:
-            chunks = getattr(reader, "chunks", None) or _default_chunks(reader.shape, reader.dtype)
+            chunks = (
+                grown_chunks(stored, reader.shape, reader.dtype.itemsize)
+                if stored
+                else _default_chunks(reader.shape, reader.dtype)
+            )
+        if stored:
+            attrs["storage_chunks"] = list(stored)
         data = da.from_array(
             reader,
             chunks=chunks,
@@ -334,7 +393,7 @@ def _open_path(path, chunks, dataset, level, voxel_size, unit, dims) -> xr.DataA
             name=f"open-volume-{tokenize(reader.token(), chunks)}",
             meta=np.empty((0,) * reader.ndim, reader.dtype),
         )
-    attrs = {k: v for k, v in attrs.items() if k in ("voxel_size", "unit", "kind", "class_names")}
+    attrs = {k: v for k, v in attrs.items() if k in _KEPT}
     attrs["source"] = str(path)
     return as_volume(
         data, voxel_size=voxel_size, unit=unit, dims=dims, attrs=attrs, name=path.stem or None
@@ -345,7 +404,8 @@ def _from_zarr(array, attrs, complete, where, chunks, voxel_size, unit, dims) ->
     """A Zarr array as a volume: one read task per chunk through :class:`ZarrReader`."""
     validate_volume(array, name=str(where), ndim=len(dims))
     reader = ZarrReader(array, str(where), verify=complete)
-    chunks = chunks if chunks is not None else reader.grid
+    if chunks is None:
+        chunks = grown_chunks(reader.grid, reader.shape, reader.dtype.itemsize)
     data = da.from_array(
         reader,
         chunks=chunks,
@@ -354,7 +414,56 @@ def _from_zarr(array, attrs, complete, where, chunks, voxel_size, unit, dims) ->
         name=f"open-volume-{tokenize(reader.token(), chunks)}",
         meta=np.empty((0,) * reader.ndim, reader.dtype),
     )
-    attrs = {k: v for k, v in attrs.items() if k in ("voxel_size", "unit", "kind", "class_names")}
+    attrs = {k: v for k, v in attrs.items() if k in _KEPT}
     attrs["source"] = str(where)
+    attrs["storage_chunks"] = list(reader.chunks)
     name = str(where).rstrip("/").split("/")[-1].rsplit(".", 1)[0] or None
     return as_volume(data, voxel_size=voxel_size, unit=unit, dims=dims, attrs=attrs, name=name)
+
+
+def time_steps(vol: Any) -> list[Any]:
+    """The 3-D volumes of a ``(t, z, y, x)`` series, lazily.
+
+    When the series comes straight from a store (:func:`open_volume` with four dims),
+    each step is a volume of its own reader, so ``predict`` reads each step's regions
+    from the store in its block tasks (a compact graph whatever the number of steps);
+    otherwise each step is ``vol[t]``.
+
+    Examples
+    --------
+    >>> series = open_volume(np.zeros((3, 2, 4, 4), np.float32), dims=("t", "z", "y", "x"))
+    >>> [s.shape for s in time_steps(series)]
+    [(2, 4, 4), (2, 4, 4), (2, 4, 4)]
+    """
+    from xctdask.backend import unwrap
+    from xctdask.inference.predict import store_reader
+    from xctdask.io.readers import TimeStepReader
+
+    data = unwrap(vol)
+    if getattr(data, "ndim", 0) != 4:
+        raise ValueError(f"a time series is 4-D (t, z, y, x); got shape {tuple(data.shape)}")
+    reader = store_reader(data) if isinstance(data, da.Array) else None
+    steps = []
+    for t in range(data.shape[0]):
+        if reader is None:
+            step = vol[t] if isinstance(vol, xr.DataArray) else as_volume(data[t])
+        else:
+            part = TimeStepReader(reader, t)
+            array = da.from_array(
+                part,
+                chunks=data.chunks[1:],
+                lock=False,
+                asarray=True,
+                name=f"open-volume-{tokenize(part.token(), data.chunks[1:])}",
+                meta=np.empty((0, 0, 0), part.dtype),
+            )
+            attrs = dict(vol.attrs) if isinstance(vol, xr.DataArray) else {}
+            if "storage_chunks" in attrs:
+                attrs["storage_chunks"] = list(attrs["storage_chunks"])[1:]
+            step = as_volume(array, attrs=attrs)
+            if isinstance(vol, xr.DataArray):
+                step = step.assign_coords(
+                    {d: vol.coords[d] for d in vol.dims[1:] if d in vol.coords}
+                )
+        steps.append(step)
+    return steps

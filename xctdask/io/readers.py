@@ -21,6 +21,7 @@ __all__ = [
     "MultiPageTiffReader",
     "RawReader",
     "TiffStackReader",
+    "TimeStepReader",
     "VolumeReader",
     "ZarrReader",
     "natural_sort",
@@ -247,6 +248,27 @@ def _described_slices(tif: Any) -> int | None:
     if shaped and "shape" in shaped[0] and len(shaped[0]["shape"]) == 3:
         return int(shaped[0]["shape"][0])
     return None
+
+
+class TimeStepReader(VolumeReader):
+    """One time step of a 4-D ``(t, z, y, x)`` reader, as a 3-D volume reader, so a
+    task can read any region of that step straight from the store."""
+
+    def __init__(self, reader: VolumeReader, t: int):
+        if len(reader.shape) != 4 or not 0 <= int(t) < reader.shape[0]:
+            raise ValueError(f"time step {t} of a reader of shape {reader.shape}")
+        self.reader, self.t = reader, int(t)
+        self.shape, self.dtype, self.path = tuple(reader.shape[1:]), reader.dtype, reader.path
+
+    @property
+    def source_location(self) -> str:
+        return self.reader.source_location
+
+    def token(self) -> tuple[Any, ...]:
+        return (*self.reader.token(), "t", self.t)
+
+    def _read(self, key: tuple[slice, ...]) -> np.ndarray:
+        return self.reader[(slice(self.t, self.t + 1), *key)][0]
 
 
 class ZarrReader(VolumeReader):

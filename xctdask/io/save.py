@@ -146,15 +146,47 @@ def _write_block(block: Any, array: Any = None, block_info: Any = None) -> np.nd
     return np.ones((1,) * block.ndim, np.int64)
 
 
-def _write_array(data: da.Array, array: Any, progress: bool, description: str) -> tuple[int, int]:
-    """Write the blocks of ``data`` (aligned with ``array``'s grid) not yet in its store.
+def _cells_of_blocks(data: da.Array, grid: tuple[int, ...]) -> dict[tuple, list[tuple]]:
+    """The grid cells (chunks or shards) each Dask block of ``data`` covers."""
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in data.chunks]
+    out = {}
+    for index in itertools.product(*(range(n) for n in data.numblocks)):
+        ranges = [
+            range(int(s[i]) // g, -(-int(s[i + 1]) // g))
+            for s, i, g in zip(starts, index, grid, strict=True)
+        ]
+        out[index] = list(itertools.product(*ranges))
+    return out
 
-    One Blockwise layer writes every block; on a resume only the keys of the missing
-    blocks are computed, so the source is not recomputed for finished ones.
+
+def _aligned(data: da.Array, grid: tuple[int, ...]) -> da.Array:
+    """``data`` with blocks that are unions of whole grid cells (one task then writes
+    several chunks, and no two tasks touch one chunk): kept as they are when aligned,
+    else rechunked to the grid."""
+    chunks = []
+    for c, g, n in zip(data.chunks, grid, data.shape, strict=True):
+        bounds = np.cumsum(c)[:-1]
+        aligned = all(int(b) % g == 0 for b in bounds)
+        chunks.append(tuple(c) if aligned else tuple(_split(n, g)))
+    chunks_t = tuple(chunks)
+    return data if chunks_t == data.chunks else data.rechunk(chunks_t)
+
+
+def _split(n: int, g: int) -> list[int]:
+    return [g] * (n // g) + ([n % g] if n % g else [])
+
+
+def _write_array(data: da.Array, array: Any, progress: bool, description: str) -> tuple[int, int]:
+    """Write the blocks of ``data`` (unions of ``array``'s grid cells) not yet in its store.
+
+    One Blockwise layer writes every block; on a resume only the keys of blocks with a
+    missing cell are computed, so the source is not recomputed for finished ones.
+    Returns the grid cells (chunks or shards) written and skipped.
     """
     from dask.delayed import Delayed
 
-    done = _existing_chunks(array)
+    present = _existing_chunks(array)
+    cells = _cells_of_blocks(data, _grid(array))
     written = da.map_blocks(
         _write_block,
         data,
@@ -164,17 +196,17 @@ def _write_array(data: da.Array, array: Any, progress: bool, description: str) -
         meta=np.empty((0,) * data.ndim, np.int64),
         name="xctdask-write-" + _token(data, array),
     )
-    cells = list(itertools.product(*(range(n) for n in data.numblocks)))
-    todo = [c for c in cells if c not in done]
+    todo = [b for b, covered in cells.items() if not all(c in present for c in covered)]
+    skipped = sum(len(cells[b]) for b in cells if b not in set(todo))
     if not todo:
-        return 0, len(done)
-    if not done:
+        return 0, skipped
+    if len(todo) == len(cells):
         _progress.compute(written.sum(), progress=progress, description=description)
     else:
         graph = written.__dask_graph__()
-        parts = [Delayed((written.name, *c), graph, layer=written.name) for c in todo]
+        parts = [Delayed((written.name, *b), graph, layer=written.name) for b in todo]
         _progress.compute(*parts, progress=progress, description=description)
-    return len(todo), len(done)
+    return sum(len(cells[b]) for b in todo), skipped
 
 
 def _token(data: da.Array, array: Any) -> str:
@@ -336,7 +368,10 @@ def save_volume(
         must not exist unless ``overwrite=True`` or it holds an interrupted write of
         this same volume. It may not be, contain or lie inside any input of ``data``.
     chunks : tuple of int, optional
-        Storage chunks; default: the Dask chunks of ``data`` (regularised).
+        Storage chunks; default: the storage chunks ``data`` was opened with
+        (``attrs["storage_chunks"]``, kept through ``predict``, ``pseudo_labels`` and
+        ``Segmenter.transform``), else its Dask chunks (regularised). Dask blocks that are
+        unions of whole chunks are written by one task each.
     shards : tuple of int or True, optional
         Zarr v3 sharding: ``shards`` voxels per shard file, a multiple of ``chunks``
         (``True``: the Dask chunks of ``data`` rounded up to a multiple of ``chunks``).
@@ -402,12 +437,16 @@ def save_volume(
     array_in = unwrap(data)
     if not isinstance(array_in, da.Array):
         array_in = as_dask(array_in, chunks=chunks or "auto")
-    if chunks is None:
-        chunks = tuple(int(max(c)) for c in array_in.chunks)
+    if chunks is None:  # the storage chunks the volume came with, else its Dask chunks
+        stored = source_attrs.get("storage_chunks")
+        if stored and len(stored) == array_in.ndim:
+            chunks = tuple(int(c) for c in stored)
+        else:
+            chunks = tuple(int(max(c)) for c in array_in.chunks)
     chunks = tuple(int(min(c, s)) for c, s in zip(chunks, array_in.shape, strict=True))
     shard_shape = _shard_shape(shards, chunks, array_in)
     grid = shard_shape or chunks
-    array_in = array_in.rechunk(grid)
+    array_in = _aligned(array_in, grid)
 
     voxel_size = tuple(source_attrs.get("voxel_size", (1.0, 1.0, 1.0)))
     unit = source_attrs.get("unit", "voxel")
@@ -436,7 +475,9 @@ def save_volume(
                 resume,
             )
             written, skipped = _write_array(array_in, array, progress, f"writing {path}")
-            array.attrs.update(_mark(attrs, True, array_in.numblocks))
+            array.attrs.update(
+                _mark(attrs, True, [-(-n // g) for n, g in zip(array_in.shape, grid, strict=True)])
+            )
             return SaveResult(target.path, written, skipped, 1)
 
         if resume:
@@ -470,7 +511,7 @@ def save_volume(
                     for s, c, n in zip(shard_shape, level_chunks, level_data.shape, strict=True)
                 )
             )
-            level_data = level_data.rechunk(level_shards or level_chunks)
+            level_data = _aligned(level_data, level_shards or level_chunks)
             exists = resume and name in group
             array = _open_or_create(
                 group,

@@ -27,7 +27,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import numpy as np
 
 from xctdask._progress import compute
@@ -298,13 +297,6 @@ def _merge(parts: list[_Part], bins: int, e_min: int, fixed_e: bool) -> _Part:
     return _Part(e, offset, counts, n_nonfinite, n_excluded, n_clipped, vmin, vmax)
 
 
-def _tree(parts: list, combine, split_every: int = 16):
-    parts = [combine(parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
-    while len(parts) > 1:
-        parts = [combine(parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
-    return parts[0]
-
-
 def _part_in_cell(x: Any, mask: Any = None, *, bins: int, e_min: int, clip) -> np.ndarray:
     """The chunk's partial histogram in a 1×1×1 object array (a blockwise task)."""
     cell = np.empty((1,) * x.ndim, dtype=object)
@@ -312,14 +304,21 @@ def _part_in_cell(x: Any, mask: Any = None, *, bins: int, e_min: int, clip) -> n
     return cell
 
 
-def _merge_cells(cells: list, bins: int, e_min: int, fixed: bool) -> _Part:
-    parts = [c.item() if isinstance(c, np.ndarray) else c for c in cells]
-    return _merge(parts, bins, e_min, fixed)
+def _merge_cells(
+    cells: np.ndarray, axis: Any = None, keepdims: bool = True, *, bins, e_min, fixed
+) -> np.ndarray:
+    """Merge the parts of a block of cells into one (a reduction's combine step)."""
+    parts = [c for c in np.asarray(cells, dtype=object).ravel() if c is not None]
+    merged = _merge(parts, bins, e_min, fixed)
+    out = np.empty((1,) * np.ndim(cells) if keepdims else (), dtype=object)
+    out[...] = merged
+    return out
 
 
 def _lazy_parts(vol: Any, mask: Any, bins: int, e_min: int, clip) -> Any:
     """Per-chunk partial histograms (blockwise, so Dask fuses each with its chunk's
-    read and the chunk never leaves the task) merged by a delayed tree."""
+    read and the chunk never leaves the task), merged by a tree reduction: two compact
+    layers whatever the number of chunks."""
     import dask.array as da
 
     fixed = clip is not None
@@ -334,9 +333,23 @@ def _lazy_parts(vol: Any, mask: Any, bins: int, e_min: int, clip) -> Any:
         dtype=object,
         meta=np.empty((0,) * vol.ndim, dtype=object),
     )
-    merge = dask.delayed(_merge_cells, pure=True)
-    parts = list(cells.to_delayed().ravel())
-    return _tree(parts, lambda group: merge(group, bins, e_min, fixed))
+
+    def combine(x, axis=None, keepdims=True):
+        return _merge_cells(x, axis, keepdims, bins=bins, e_min=e_min, fixed=fixed)
+
+    def aggregate(x, axis=None, keepdims=False):
+        return _merge_cells(x, axis, keepdims, bins=bins, e_min=e_min, fixed=fixed)
+
+    return da.reduction(
+        cells,
+        chunk=lambda x, axis=None, keepdims=True: x,
+        combine=combine,
+        aggregate=aggregate,
+        axis=tuple(range(vol.ndim)),
+        dtype=object,
+        split_every=16,
+        meta=np.empty((), dtype=object),
+    )
 
 
 def _finish(part: _Part, exact: bool) -> Histogram:
@@ -365,10 +378,10 @@ def _finish(part: _Part, exact: bool) -> Histogram:
 
 def _run(vol, mask, bins, e_min, clip, progress, description) -> _Part:
     if is_dask(vol):
-        (part,) = compute(
+        (cell,) = compute(
             _lazy_parts(vol, mask, bins, e_min, clip), progress=progress, description=description
         )
-        return part
+        return np.asarray(cell, dtype=object).ravel()[0]
     return _merge([_block_part(vol, mask, bins, e_min, clip)], bins, e_min, clip is not None)
 
 

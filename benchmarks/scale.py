@@ -1,0 +1,320 @@
+"""Is xctdask ready for terabytes? Graph size, client cost, efficiency, a run bigger than RAM.
+
+Questions, all answered in one run:
+
+1. **Graphs** (nothing computed): tasks per storage chunk, client build time and client
+   peak memory (tracemalloc) of ``xd.predict`` and ``PseudoLabeler.predict`` on the
+   issue's volumes: 2160×2560×2560 (a DLS 4D-CT step) in chunks 64×256×256 and
+   128×512×512, tri-planar, and 8192³ uint16 (1.1 TB). Each on a Zarr store that holds
+   only metadata (the realistic path: ``open_volume`` then one task per block reading
+   the store) and on a lazy ``da.zeros`` (any other Dask array). "build" is the call,
+   "submit" is what the client does before sending the graph (optimise and
+   materialise). Goals: ≤ 3 tasks per chunk, the 1 TB graph under 5 s and 500 MB.
+2. **Efficiency with a network that costs almost nothing** (a 1×1 convolution, standing
+   in for a network on a GPU, so graph and I/O are what is left): ``xd.predict`` of a
+   Zarr volume with ≥ 4096 storage chunks to a Zarr store on a 2-worker
+   ``LocalCluster``, against the same network on the same tiles in memory plus a bare
+   read of the volume and a bare write of the labels. Goal: efficiency ≥ 0.7.
+3. ``--big``: a ≥ 32 GB Zarr volume (more than this machine's memory; a CT-like
+   texture with noise, which compresses like real CT) written, then ``pseudo_labels``
+   and ``predict`` with the 1×1 network to Zarr: throughput, the ratio to a bare read,
+   peak memory of every process.
+
+Run:  python benchmarks/scale.py [--big] [--out benchmarks/results/scale.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+
+import xctdask as xd
+
+RESULTS = Path(__file__).parent / "results"
+
+
+# ------------------------------------------------------------------------- helpers
+def _empty_store(path: Path, shape, chunks, dtype) -> Path:
+    """A Zarr array with metadata only: reads give the fill value, nothing is stored."""
+    import zarr
+
+    zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+    return path
+
+
+def _unet(context: int = 7) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = xd.models.build("unet2d", 1, 3, depth=4, f0=16, context=context).eval()
+    net.normalization = (1000.0, 100.0)
+    return net
+
+
+def _submitted_tasks(collection) -> int:
+    """What the client materialises before it sends a graph: optimise, then build."""
+    from dask.base import collections_to_expr
+
+    expr = collections_to_expr([collection], optimize_graph=True).optimize()
+    return len(expr.__dask_graph__())
+
+
+def _measure(make, n_chunks: int) -> dict:
+    tracemalloc.start()
+    start = time.perf_counter()
+    result = make()
+    built = time.perf_counter() - start
+    tasks = _submitted_tasks(result)
+    total = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {
+        "tasks": tasks,
+        "tasks_per_chunk": round(tasks / n_chunks, 3),
+        "build_s": round(built, 3),
+        "build_and_submit_s": round(total, 3),
+        "client_peak_mb": round(peak / 2**20, 1),
+        "result_chunks": [len(c) for c in getattr(result, "chunks", ())],
+    }
+
+
+def graph_cases(workdir: Path) -> list[dict]:
+    cases = [
+        ("2160x2560x2560", (2160, 2560, 2560), (64, 256, 256), "z", np.float32),
+        ("2160x2560x2560 tri-planar", (2160, 2560, 2560), (64, 256, 256), "zyx", np.float32),
+        ("2160x2560x2560 chunks 128x512x512", (2160, 2560, 2560), (128, 512, 512), "z", np.float32),
+        ("8192^3 uint16 (1.1 TB)", (8192, 8192, 8192), (64, 256, 256), "z", np.uint16),
+    ]
+    labeler = xd.PseudoLabeler(3).fit(
+        np.random.default_rng(0).normal(1000, 100, (8, 64, 64)).astype(np.uint16)
+    )
+    rows = []
+    for name, shape, chunks, axes, dtype in cases:
+        n_chunks = int(np.prod([-(-s // c) for s, c in zip(shape, chunks, strict=True)]))
+        store = _empty_store(workdir / f"{len(rows)}.zarr", shape, chunks, dtype)
+        for source in ("zarr", "da.zeros"):
+
+            def volume(source=source, store=store, shape=shape, chunks=chunks, dtype=dtype):
+                if source == "zarr":
+                    return xd.open_volume(store)
+                return da.zeros(shape, chunks=chunks, dtype=dtype)
+
+            row = {"case": name, "source": source, "stage": "predict", "chunks": n_chunks}
+            row.update(
+                _measure(
+                    lambda volume=volume: xd.predict(volume(), _unet(), tile=256, axes=axes).data,
+                    n_chunks,
+                )
+            )
+            rows.append(row)
+            print(json.dumps(row))
+            if dtype == np.uint16 and axes == "z":
+                row = {
+                    "case": name,
+                    "source": source,
+                    "stage": "pseudo_labels (relabel)",
+                    "chunks": n_chunks,
+                }
+                row.update(_measure(lambda volume=volume: labeler.predict(volume()), n_chunks))
+                rows.append(row)
+                print(json.dumps(row))
+    return rows
+
+
+def _ct_like(shape, chunks, dtype=np.uint16, seed=0) -> da.Array:
+    """A CT-like volume: smooth phases with edges, plus noise (compresses like real CT).
+
+    One 64×512×512 texture is made once; every block is a shifted copy with its own
+    noise, so generating a terabyte costs a copy and a random draw per voxel.
+    """
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    base = ndimage.gaussian_filter(rng.normal(size=(64, 512, 512)).astype(np.float32), 4)
+    phases = np.digitize(base, np.quantile(base, [0.6, 0.9])).astype(np.float32)
+    texture = (1000 + 400 * phases + 20 * ndimage.gaussian_filter(base, 1)).astype(np.float32)
+
+    def block(block_info=None):
+        info = block_info[None]
+        (z0, z1), (y0, y1), (x0, x1) = info["array-location"]
+        local = np.random.default_rng([seed, *info["chunk-location"]])
+        zz = (np.arange(z0, z1) % 64)[:, None, None]
+        yy = (np.arange(y0, y1) % 512)[None, :, None]
+        xx = (np.arange(x0, x1) % 512)[None, None, :]
+        values = texture[zz, yy, xx] + local.normal(0, 60, (z1 - z0, y1 - y0, x1 - x0))
+        return np.clip(values, 0, np.iinfo(dtype).max).astype(dtype)
+
+    return da.map_blocks(
+        block,
+        chunks=da.core.normalize_chunks(chunks, shape),
+        dtype=dtype,
+        meta=np.empty((0, 0, 0), dtype),
+    )
+
+
+def _one_by_one() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = xd.models.wrap(torch.nn.Conv2d(1, 3, 1), spatial_dims=2)
+    net.normalization = (1400.0, 300.0)
+    return net.eval()
+
+
+def _bare_read(path) -> float:
+    vol = xd.open_volume(path)
+    start = time.perf_counter()
+    vol.data.map_blocks(
+        lambda b: np.full((1, 1, 1), b.size), chunks=(1, 1, 1), dtype=np.int64
+    ).sum().compute()
+    return time.perf_counter() - start
+
+
+def _network_in_memory(shape, tile: int, overlap: float) -> tuple[float, int]:
+    """The 1×1 network over the lattice's tiles in memory (one process, all cores)."""
+    lattice = xd.inference.Lattice.build(shape, (1, tile, tile), overlap, "gaussian")
+    net = _one_by_one()
+    batch = torch.randn(8, 1, tile, tile)
+    with torch.no_grad():
+        net(batch)
+        start = time.perf_counter()
+        for _ in range(lattice.n_tiles // 8):
+            net(batch).softmax(1)
+    return time.perf_counter() - start, lattice.n_tiles
+
+
+def efficiency(workdir: Path, client) -> dict:
+    shape, chunks = (1024, 1024, 1024), (16, 128, 128)  # 4096 storage chunks, 2 GiB uint16
+    path = workdir / "eff.zarr"
+    xd.save_volume(_ct_like(shape, chunks), path, chunks=chunks, progress=False)
+    t_read = _bare_read(path)
+    vol = xd.open_volume(path)
+    labels = xd.predict(vol, _one_by_one(), tile=256, overlap=0.5)
+    start = time.perf_counter()
+    xd.save_volume(labels, workdir / "labels.zarr", progress=False)
+    t_predict = time.perf_counter() - start
+    held = xd.open_volume(workdir / "labels.zarr").data.persist()
+    dask.compute(held.sum())
+    start = time.perf_counter()
+    xd.save_volume(held, workdir / "labels_again.zarr", chunks=chunks, progress=False)
+    t_write = time.perf_counter() - start
+    t_net, n_tiles = _network_in_memory(shape, 256, 0.5)
+    report = {
+        "volume": list(shape),
+        "storage_chunks": list(chunks),
+        "n_storage_chunks": int(np.prod([s // c for s, c in zip(shape, chunks, strict=True)])),
+        "dask_chunks": [int(max(c)) for c in vol.chunks],
+        "lattice_tiles": n_tiles,
+        "redundancy": labels.attrs["redundancy"],
+        "predict_to_zarr_s": round(t_predict, 2),
+        "bare_read_s": round(t_read, 2),
+        "bare_write_s": round(t_write, 2),
+        "network_in_memory_s": round(t_net, 2),
+        "efficiency": round((t_net + t_read + t_write) / t_predict, 3),
+        "predict_gvox_per_s": round(np.prod(shape) / t_predict / 1e9, 4),
+        "tasks_per_storage_chunk": round(
+            _submitted_tasks(labels.data) / (np.prod(shape) / np.prod(chunks)), 3
+        ),
+    }
+    print(json.dumps(report))
+    return report
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def big(workdir: Path, client, gigabytes: float) -> dict:
+    chunks = (64, 256, 256)
+    side = 2048
+    nz = int(np.ceil(gigabytes * 1e9 / (side * side * 2) / 64) * 64)
+    shape = (nz, side, side)
+    size = np.prod(shape) * 2
+    path = workdir / "big.zarr"
+    report = {"shape": list(shape), "bytes": int(size), "storage_chunks": list(chunks)}
+    start = time.perf_counter()
+    xd.save_volume(_ct_like(shape, (256, 1024, 1024)), path, chunks=chunks, progress=True)
+    report["write_s"] = round(time.perf_counter() - start, 1)
+    report["stored_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    t_read = _bare_read(path)
+    report["bare_read_s"] = round(t_read, 1)
+    vol = xd.open_volume(path)
+    start = time.perf_counter()
+    labeler = xd.PseudoLabeler(3, progress=True).fit(vol)
+    t_fit = time.perf_counter() - start
+    start = time.perf_counter()
+    xd.save_volume(labeler.predict(vol), workdir / "pseudo.zarr", kind="labels", progress=True)
+    t_relabel = time.perf_counter() - start
+    start = time.perf_counter()
+    xd.save_volume(xd.predict(vol, _one_by_one(), tile=256), workdir / "pred.zarr", progress=True)
+    t_predict = time.perf_counter() - start
+    gvox = np.prod(shape) / 1e9
+    report.update(
+        pseudo_labels_fit_s=round(t_fit, 1),
+        pseudo_labels_relabel_to_zarr_s=round(t_relabel, 1),
+        predict_1x1_to_zarr_s=round(t_predict, 1),
+        bare_read_gb_per_s=round(size / 1e9 / t_read, 3),
+        pseudo_labels_gb_per_s=round(size / 1e9 / (t_fit + t_relabel), 3),
+        pseudo_labels_gvox_per_s=round(gvox / (t_fit + t_relabel), 3),
+        pseudo_labels_over_read=round((t_fit + t_relabel) / t_read, 2),
+        predict_gb_per_s=round(size / 1e9 / t_predict, 3),
+        predict_gvox_per_s=round(gvox / t_predict, 3),
+        predict_over_read=round(t_predict / t_read, 2),
+        peak_rss_mb={
+            "client": round(_peak_rss_mb(), 0),
+            **{k: round(v, 0) for k, v in client.run(_peak_rss_mb).items()},
+        },
+    )
+    print(json.dumps(report))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--big", action="store_true", help="also the run bigger than memory")
+    parser.add_argument("--gigabytes", type=float, default=34.0)
+    parser.add_argument("--skip-graphs", action="store_true")
+    parser.add_argument("--skip-efficiency", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="xctdask-scale-", dir=args.workdir))
+    report: dict = {
+        "machine": platform.platform(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+    }
+    try:
+        if not args.skip_graphs:
+            report["graphs"] = graph_cases(workdir)
+        if not args.skip_efficiency or args.big:
+            from distributed import Client, LocalCluster
+
+            with (
+                LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cl,
+                Client(cl) as client,
+            ):
+                if not args.skip_efficiency:
+                    report["efficiency"] = efficiency(workdir, client)
+                if args.big:
+                    report["big"] = big(workdir, client, args.gigabytes)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    previous.update(report)
+    args.out.write_text(json.dumps(previous, indent=2))
+    print(f"results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
