@@ -113,7 +113,7 @@ def graph_cases(workdir: Path) -> list[dict]:
             row = {"case": name, "source": source, "stage": "predict", "chunks": n_chunks}
             row.update(
                 _measure(
-                    lambda volume=volume: xd.predict(volume(), _unet(), tile=256, axes=axes).data,
+                    lambda v=volume, a=axes: xd.predict(v(), _unet(), tile=256, axes=a).data,
                     n_chunks,
                 )
             )
