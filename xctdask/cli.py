@@ -281,8 +281,11 @@ def _segmenter_from(args: argparse.Namespace):
         steps=args.steps,
         steps_self_correct=args.steps_self_correct,
         tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
         axes=args.axes,
         seed=args.seed,
+        preset=args.preset,
     )
     seg.validate()  # every setting, before any data is read
     return seg
@@ -537,6 +540,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--labels", help="dense or sparse labels (255 = unlabelled)")
         p.add_argument("--clean", help="a high-quality scan of the same sample (stacked net)")
         p.add_argument("--model", default="unet2d", help="network of the zoo (default unet2d)")
+        p.add_argument(
+            "--preset",
+            default=None,
+            help="a paper's setting (network, loss, optimiser, patch, batch): "
+            "modular-unet-2d, modular-unet-2.5d, modular-unet-3d, sr-ct-unsupervised, "
+            "stacked-denseuseg, pix2pix-pxct, unet-pxct",
+        )
         p.add_argument("--context", type=int, default=7, help="2.5D slices (default 7)")
         p.add_argument("--skip", action="store_true", help="U-Net skip connections")
         p.add_argument("--depth", type=int, default=4)
@@ -545,6 +555,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--steps", type=int, default=600, help="stage-2 steps")
         p.add_argument("--steps-self-correct", type=int, default=900, help="stage-3 steps")
         p.add_argument("--tile", type=int, help="inference tile (default 256 2-D, 64 3-D)")
+        p.add_argument(
+            "--overlap", type=float, default=0.5, help="inference tile overlap (default 0.5)"
+        )
+        p.add_argument("--batch-size", type=int, default=8, help="patches/tiles per batch")
         p.add_argument("--axes", default="z", help="slicing axes: z, y, x or zyx")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")

@@ -358,15 +358,19 @@ def test_gpu_worker_path(net25d):
     assert np.abs(cupy.asnumpy(fp32.data.compute(scheduler="threads")) - ref).max() < 1e-4
 
 
-def test_allocator_tuning_is_idempotent():
+def test_the_allocator_is_tuned_only_while_blocks_run():
     import os
     import sys
 
-    from xctdask.inference.runner import tune_allocator
+    from xctdask.inference import runner
 
     expected = sys.platform.startswith("linux") and os.environ.get("XCTDASK_TUNE_MALLOC") != "0"
-    assert tune_allocator() is expected
-    assert tune_allocator() is expected  # once per process, then a no-op
+    with runner.inference_allocator():
+        assert runner._ALLOCATOR_TUNED is expected
+        with runner.inference_allocator():  # a second block at the same time
+            assert runner._ALLOCATOR_TUNED is expected
+        assert runner._ALLOCATOR_TUNED is expected  # the first still runs
+    assert runner._ALLOCATOR_TUNED is False  # later tasks get the default allocator
 
 
 @pytest.mark.parametrize("from_store", [False, True])

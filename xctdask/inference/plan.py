@@ -42,8 +42,10 @@ REDUNDANCY_GOAL = 1.3
 SINGLE_SLICING_VOXELS = 2**27
 #: Bytes of float32 accumulators of a block computed as a whole (3-D or tri-planar).
 ACCUMULATOR_BYTES = 2**30
-#: Bytes a block task holds per voxel of its region (input, float32 copies, outputs).
-BYTES_PER_VOXEL = 16
+#: Bytes a block task holds at its peak per voxel of its region: the input (up to
+#: float64), its float32 copy, masks, a slice group's accumulators, allocator slack
+#: (measured: 21 for float64 input and a small U-Net).
+BYTES_PER_VOXEL = 24
 
 _AXES = "zyx"
 
@@ -122,8 +124,8 @@ class InferencePlan:
         ``tile`` is in slicing coordinates: ``(1, ty, tx)`` for a 2-D network, ``(tz,
         ty, tx)`` for a 3-D one. ``block`` forces the block size (voxels per axis,
         rounded to whole input chunks); by default it is chosen as described in the
-        module docstring, within ``worker_memory`` bytes per task when given (a block
-        task holds about :data:`BYTES_PER_VOXEL` bytes per voxel of its region).
+        module docstring, within an eighth of ``worker_memory`` bytes per task when given
+        (a block task holds about :data:`BYTES_PER_VOXEL` bytes per voxel of its region).
         """
         shape = tuple(int(s) for s in shape)
         slicings = []
@@ -166,15 +168,18 @@ class InferencePlan:
             budget = SINGLE_SLICING_VOXELS  # streamed slice group by slice group
         else:
             budget = ACCUMULATOR_BYTES // (4 * (channels + 2))
-        if worker_memory:  # a quarter of a worker's memory for one block task
-            budget = min(budget, worker_memory // (4 * BYTES_PER_VOXEL))
+        if worker_memory:  # an eighth of a worker's memory for one block task: the
+            # worker itself (torch, dask, zarr) takes ~350 MB of it
+            budget = min(budget, worker_memory // (8 * BYTES_PER_VOXEL))
         # untiled axes keep their input chunks
         fixed = math.prod(max(chunks[a]) for a in range(3) if a not in tiled)
+        # within the memory budget, down to one tile per axis (more re-run tiles, but a
+        # block must fit its worker)
         while math.prod(t for t in targets if t) * fixed > budget:
             a = max(tiled, key=lambda i: targets[i])
-            if targets[a] <= 2 * tiled[a]:
+            if targets[a] <= tiled[a]:
                 break
-            targets[a] = max(2 * tiled[a], targets[a] // 2)
+            targets[a] = max(tiled[a], targets[a] // 2)
         return targets
 
     # ----------------------------------------------------------------- blocks

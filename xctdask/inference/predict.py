@@ -25,7 +25,6 @@ import hashlib
 import itertools
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import torch
@@ -142,97 +141,126 @@ def _check_block(block: Any) -> tuple[int, int, int] | None:
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
-def _from_reader(net, stats, spec, reader, block_info=None):
+def _from_reader(net, stats, spec, reader, index):
     """A block task on a store-backed volume: read the region, run, finish."""
-    block = tuple(tuple(r) for r in block_info[None]["array-location"][-3:])
+    block = spec.plan.block_region(index)
     read = spec.plan.read_region(block)
     return run_block(net, stats, spec, block, read, read_from(reader, read))
 
 
-def _from_parts(net, stats, spec, block, read, places, *parts):
+def _from_parts(net, stats, spec, index, places, *parts):
     """A block task on a Dask volume: assemble the region from its chunks, run, finish."""
+    block = spec.plan.block_region(index)
+    read = spec.plan.read_region(block)
     return run_block(net, stats, spec, block, read, assemble(list(parts), places, read))
 
 
-def _overlapping(bounds: list[np.ndarray], region):
-    """``(chunk index, region slice, chunk slice)`` of every chunk overlapping region."""
-    ranges = []
-    for b, (lo, hi) in zip(bounds, region, strict=True):
-        first = int(np.searchsorted(b, lo, side="right")) - 1
-        last = int(np.searchsorted(b, hi, side="left"))
-        ranges.append(range(max(first, 0), min(last, len(b) - 1)))
-    for index in itertools.product(*ranges):
-        in_read, in_chunk = [], []
-        for b, i, (lo, hi) in zip(bounds, index, region, strict=True):
-            a, z = max(lo, int(b[i])), min(hi, int(b[i + 1]))
-            in_read.append(slice(a - lo, z - lo))
-            in_chunk.append(slice(a - int(b[i]), z - int(b[i])))
-        yield index, tuple(in_read), tuple(in_chunk)
+class _AxisOverlaps:
+    """Per axis: the chunks a range overlaps, with the slices into range and chunk
+    (cached per range: the blocks of a grid share few distinct ranges per axis)."""
+
+    def __init__(self, chunks: tuple[int, ...]):
+        self.bounds = np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64)
+        self.cache: dict[tuple[int, int], list[tuple[int, slice, slice]]] = {}
+
+    def __call__(self, lo: int, hi: int) -> list[tuple[int, slice, slice]]:
+        hit = self.cache.get((lo, hi))
+        if hit is None:
+            b = self.bounds
+            first = max(int(np.searchsorted(b, lo, side="right")) - 1, 0)
+            last = min(int(np.searchsorted(b, hi, side="left")), len(b) - 1)
+            hit = []
+            for i in range(first, last):
+                a, z = max(lo, int(b[i])), min(hi, int(b[i + 1]))
+                hit.append((i, slice(a - lo, z - lo), slice(a - int(b[i]), z - int(b[i]))))
+            self.cache[(lo, hi)] = hit
+        return hit
 
 
 def _graph(data, plan, spec, net_key, net, stats, merger, channels) -> da.Array:
-    """The predict array: one task per block (see the module docstring)."""
+    """The predict array: one task per block (see the module docstring).
+
+    The layer is built from task-spec objects directly, one ``Task`` per block whose
+    arguments are references to the shared network, plan and reader and the block's
+    index (no per-block dictionaries, no parsing of nested tuples).
+    """
+    from dask._task_spec import DataNode, Task, TaskRef
+
     lead = ((channels,),) if merger.per_class else ()
+    lead_index = (0,) if merger.per_class else ()
     chunks = (*lead, *plan.blocks)
     meta = meta_like(data, merger.dtype, len(chunks))
     name = "xctdask-predict-" + tokenize(data.name, net_key, spec, _token(stats))
-    shipped = dask.delayed(net, name=net_key, pure=True)
-    stats_arg = stats.to_delayed().ravel()[0] if isinstance(stats, da.Array) else stats
-    spec_arg = dask.delayed(spec, name="xctdask-spec-" + tokenize(spec), pure=True)
+    spec_key = "xctdask-spec-" + tokenize(spec)
+    dsk: dict[Any, Any] = {net_key: DataNode(net_key, net), spec_key: DataNode(spec_key, spec)}
+    dependencies = []
+    if isinstance(stats, da.Array):
+        stats_arg: Any = TaskRef((stats.name, 0))
+        dependencies.append(stats)
+    else:
+        stats_arg = DataNode(None, stats)
     reader = store_reader(data)
-    if reader is not None:  # straight from the store: one compact Blockwise layer
-        reader_arg = dask.delayed(reader, name="xctdask-reader-" + tokenize(reader.token()))
-        return da.map_blocks(
-            _from_reader,
-            shipped,
-            stats_arg,
-            spec_arg,
-            reader_arg,
-            chunks=chunks,
-            dtype=merger.dtype,
-            meta=meta,
-            name=name,
-        )
-    bounds = [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in data.chunks]
-    dsk: dict[Any, Any] = {}
-    lead_index = (0,) if merger.per_class else ()
-    for index in itertools.product(*(range(n) for n in plan.numblocks)):
-        block = plan.block_region(index)
-        read = plan.read_region(block)
-        keys, places = [], []
-        for c_index, in_read, in_chunk in _overlapping(bounds, read):
-            keys.append((data.name, *c_index))
-            places.append((in_read, in_chunk))
-        dsk[(name, *lead_index, *index)] = (
-            _from_parts,
-            net_key,
-            stats_arg.key if hasattr(stats_arg, "key") else stats_arg,
-            spec_arg.key,
-            block,
-            read,
-            places,
-            *keys,
-        )
-    collections = [data, shipped, spec_arg]
-    if hasattr(stats_arg, "key"):
-        collections.append(stats_arg)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=collections)
+    indices = itertools.product(*(range(n) for n in plan.numblocks))
+    if reader is not None:  # straight from the store: the blocks read it themselves
+        reader_key = "xctdask-reader-" + tokenize(reader.token())
+        dsk[reader_key] = DataNode(reader_key, reader)
+        for index in indices:
+            key = (name, *lead_index, *index)
+            dsk[key] = Task(
+                key,
+                _from_reader,
+                TaskRef(net_key),
+                stats_arg,
+                TaskRef(spec_key),
+                TaskRef(reader_key),
+                DataNode(None, index),
+            )
+    else:  # any other Dask array: each block takes the chunks its region overlaps
+        dependencies.append(data)
+        axes = [_AxisOverlaps(c) for c in data.chunks]
+        for index in indices:
+            read = plan.read_region(plan.block_region(index))
+            per_axis = [overlaps(lo, hi) for overlaps, (lo, hi) in zip(axes, read, strict=True)]
+            keys, places = [], []
+            for combo in itertools.product(*per_axis):
+                keys.append(TaskRef((data.name, *(c[0] for c in combo))))
+                places.append((tuple(c[1] for c in combo), tuple(c[2] for c in combo)))
+            key = (name, *lead_index, *index)
+            dsk[key] = Task(
+                key,
+                _from_parts,
+                TaskRef(net_key),
+                stats_arg,
+                TaskRef(spec_key),
+                DataNode(None, index),
+                DataNode(None, places),
+                *keys,
+            )
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
     return da.Array(graph, name, chunks, dtype=merger.dtype, meta=meta)
 
 
 def _worker_memory() -> int | None:
-    """The smallest memory limit of the active cluster's workers (None without one)."""
+    """The memory one task may use on the active cluster: the smallest worker memory
+    limit divided by that worker's threads (tasks run side by side); None without a
+    cluster or limits."""
     from xctdask.cluster import active_client
 
     client = active_client()
     if client is None:
         return None
     try:
-        limits = [w.get("memory_limit") for w in client.scheduler_info()["workers"].values()]
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    except TypeError:  # an older distributed
+        workers = client.scheduler_info()["workers"].values()
     except Exception:  # a cluster that cannot say: no limit assumed
         return None
-    limits = [int(m) for m in limits if m]
-    return min(limits) if limits else None
+    shares = [
+        int(w["memory_limit"]) // max(1, int(w.get("nthreads", 1)))
+        for w in workers
+        if w.get("memory_limit")
+    ]
+    return min(shares) if shares else None
 
 
 def _token(stats: Any) -> Any:
@@ -315,8 +343,9 @@ def predict(
     block : int or (int, int, int), optional
         Inference block size in voxels (rounded to whole input chunks); default: large
         enough along tiled axes that re-run border tiles cost at most ~1.3× (see
-        :mod:`xctdask.inference.plan`), within about 1 GiB per task and a quarter of
-        the active cluster's smallest worker memory limit.
+        :mod:`xctdask.inference.plan`), within about 1 GiB per task and an eighth of
+        the memory a task gets on the active cluster (the smallest worker memory limit
+        over its threads).
     spatial_dims, outputs
         Declarations for a plain ``torch.nn.Module``.
 
