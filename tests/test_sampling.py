@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -83,23 +85,82 @@ def test_sparse_labels_never_give_an_all_unlabelled_patch():
         next(iter(split.batches("validation", batch_size=2, n_batches=1)))
 
 
+def _assert_patches_match(batch, image, labels=None, clean=None, context=3, patch=16):
+    half = (context - 1) // 2
+    assert batch["origin"].shape == (batch["image"].shape[0], 3)
+    for n, (z, y, x) in enumerate(batch["origin"].tolist()):
+        ys, xs = slice(y, y + patch), slice(x, x + patch)
+        np.testing.assert_array_equal(
+            batch["image"][n].numpy(), np.asarray(image[z - half : z + half + 1, ys, xs])
+        )
+        if labels is not None:
+            np.testing.assert_array_equal(batch["target"][n].numpy(), np.asarray(labels[z, ys, xs]))
+        if clean is not None:
+            np.testing.assert_allclose(batch["clean"][n, 0].numpy(), clean[z, ys, xs])
+
+
 def test_patches_show_the_volume_where_they_say():
     image, labels = _volume()
     clean = image * 2
     sampler = PatchSampler(
         image, labels, clean=clean, patch=(1, 16, 16), context=3, margin=3, seed=5
     )
-    origins = sampler._draw_origins("train", 4, np.random.default_rng(9))
-    arrays = da.compute(sampler._lazy_batch(origins))[0]
-    batch = sampler._to_tensors(arrays)
-    for n, (z, y, x) in enumerate(origins):
-        np.testing.assert_array_equal(
-            batch["image"][n].numpy(), image[z - 1 : z + 2, y : y + 16, x : x + 16]
-        )
-        np.testing.assert_array_equal(batch["target"][n].numpy(), labels[z, y : y + 16, x : x + 16])
-        np.testing.assert_allclose(batch["clean"][n, 0].numpy(), clean[z, y : y + 16, x : x + 16])
-    # the labels stay a function of the image's centre slice
-    assert torch.equal(batch["target"], (batch["image"][:, 1] > 0.5).long())
+    for batch in sampler.batches("train", batch_size=4, n_batches=3):
+        _assert_patches_match(batch, image, labels, clean)
+        # the labels stay a function of the image's centre slice
+        assert torch.equal(batch["target"], (batch["image"][:, 1] > 0.5).long())
+
+
+def test_regions_from_a_store_with_lazy_pseudo_labels(tmp_path):
+    """The segment path: a Zarr scan read region by region from the store, its pseudo
+    labels computed from the region read (not through their graph), patches exact."""
+    ds = xd.phantoms.make("fibre-composite", (32, 64, 64), seed=1)
+    xd.save_volume(ds.lq, tmp_path / "lq.zarr", chunks=(8, 32, 32))
+    vol = xd.open_volume(tmp_path / "lq.zarr")
+    labeler = xd.PseudoLabeler(3).fit(vol)
+    pseudo = labeler.predict(vol)
+    sampler = PatchSampler(vol, pseudo, patch=(1, 16, 16), context=3, margin=2, seed=2)
+    assert sampler.cell == (8, 32, 32)  # the store's chunks
+    assert "from the store" in repr(sampler) and "computed from the read region" in repr(sampler)
+    image, expected = vol.values, pseudo.values
+    for batch in sampler.batches("train", batch_size=8, n_batches=4):
+        _assert_patches_match(batch, image, expected)
+
+
+def test_any_dask_graph_and_three_d_patches():
+    image, labels = _volume()
+    lazy_image = da.from_array(image, chunks=(10, 24, 24)) + 0  # no store behind it
+    lazy_labels = (lazy_image > 0.5).astype(np.uint8)
+    sampler = PatchSampler(lazy_image, lazy_labels, patch=(6, 16, 16), margin=2, seed=3)
+    assert "through its Dask graph" in repr(sampler)
+    batch = next(sampler.batches("train", batch_size=5))
+    for n, (z, y, x) in enumerate(batch["origin"].tolist()):
+        box = (slice(z, z + 6), slice(y, y + 16), slice(x, x + 16))
+        np.testing.assert_array_equal(batch["image"][n, 0].numpy(), image[box])
+        np.testing.assert_array_equal(batch["target"][n].numpy(), labels[box])
+
+
+def test_batch_k_depends_only_on_seed_part_and_k():
+    image, labels = _volume()
+    sampler = PatchSampler(
+        image,
+        labels,
+        patch=(1, 8, 8),
+        margin=2,
+        seed=4,
+        shuffle=24,
+        patches_per_read=4,
+        cell=(10, 24, 24),
+    )
+    stream = list(sampler.batches("train", batch_size=4, n_batches=10))
+    resumed = list(sampler.batches("train", batch_size=4, n_batches=3, start=7))
+    for a, b in zip(stream[7:], resumed, strict=True):
+        assert torch.equal(a["origin"], b["origin"]) and torch.equal(a["image"], b["image"])
+    other = next(sampler.batches("test", batch_size=4))
+    assert not torch.equal(other["origin"], stream[0]["origin"])
+    # a round mixes several reads: one batch is not one place of the volume
+    regions = {tuple(o) for o in (stream[0]["origin"] // torch.tensor(sampler.cell)).tolist()}
+    assert len(regions) > 1
 
 
 def test_three_d_shapes_and_reproducibility():
@@ -150,6 +211,55 @@ def test_in_memory_input_is_cut_locally_even_with_a_client(client):
     assert local_stream.data == [] and remote_stream.data  # only the Dask input went out
     for a, b in zip(mine, theirs, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+
+
+def test_tasks_per_batch_are_bounded_and_closing_is_clean(tmp_path):
+    """One task per region read (a few per round of batches), whatever the patches
+    touch; closing the sampler and then the cluster leaves nothing in flight."""
+    import gc
+
+    from distributed import Client, LocalCluster, get_task_stream
+
+    ds = xd.phantoms.make("fibre-composite", (40, 64, 64), seed=2)
+    xd.save_volume(ds.lq, tmp_path / "lq.zarr", chunks=(8, 32, 32))
+    vol = xd.open_volume(tmp_path / "lq.zarr")
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with (
+            LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
+            pseudo = xd.PseudoLabeler(3).fit(vol).predict(vol)
+            sampler = PatchSampler(
+                vol,
+                pseudo,
+                patch=(1, 16, 16),
+                context=5,
+                margin=2,
+                seed=0,
+                split=(0.6, 0.2, 0.2),
+                patches_per_read=16,
+                shuffle=64,
+            )
+            with get_task_stream(client) as stream:
+                batches = list(sampler.batches("train", batch_size=8, n_batches=16))
+            assert len(batches) == 16
+            # 2 rounds of 64 patches = 8 reads, and at most one round read ahead
+            assert 0 < len(stream.data) <= 12, len(stream.data)
+            assert {t["key"].split("-")[0] for t in stream.data} == {"cut_patches"}
+            endless = sampler.batches("train", batch_size=8)
+            next(endless)  # rounds in flight now
+            sampler.close()
+            with pytest.raises(StopIteration):
+                next(endless)
+            other = sampler.batches("train", batch_size=8)
+            next(other)
+        del other, endless  # the client is gone: finalising must not raise
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
 
 
 def test_bad_input():

@@ -83,6 +83,14 @@ class FitConfig:
         study trains (0 = off).
     loss : torch.nn.Module, optional
         Default: the network's :meth:`~xctdask.models.Network.default_loss`.
+    class_weights : "auto", bool or array of shape (n_classes,)
+        Weights of the default loss's cross entropy. ``True``: the Stacked-DenseUSeg
+        paper's ``median(P/S)/(P/S)``, P and S counted by
+        :meth:`~xctdask.PatchSampler.class_statistics` on training patches (this
+        **reads** ``class_patches`` patches first); ``"auto"``: ``True`` for networks
+        that declare ``class_weighted`` (Stacked-DenseUSeg), else none.
+    class_patches : int
+        Training patches counted for the class weights.
     label_smoothing : float
         Label smoothing of the default cross-entropy losses.
     amp : bool, optional
@@ -121,6 +129,8 @@ class FitConfig:
     noise_fraction: float = 0.0
     noise_sigma: float = 0.5
     loss: nn.Module | None = None
+    class_weights: Any = "auto"
+    class_patches: int = 64
     label_smoothing: float = 0.0
     amp: bool | None = None
     device: str = "auto"
@@ -148,6 +158,11 @@ class FitConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0 <= self.noise_fraction <= 1:
             raise ValueError(f"noise_fraction must be in [0, 1], got {self.noise_fraction!r}")
+        if isinstance(self.class_weights, str) and self.class_weights != "auto":
+            raise ValueError(
+                f"class_weights must be 'auto', True, False or one weight per class, "
+                f"got {self.class_weights!r}"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.snapshot_every is not None and self.snapshot_every < 1:
@@ -330,12 +345,15 @@ class SupervisedTask(Task):
         from xctdask.losses import CrossEntropyLoss
 
         self.net, self.config, self.device = net, config, device
-        loss = config.loss if config.loss is not None else net.default_loss()
+        weights = config.class_weights if isinstance(config.class_weights, torch.Tensor) else None
+        loss = config.loss if config.loss is not None else net.default_loss(weights)
         if config.label_smoothing and config.loss is None:
             if isinstance(loss, CrossEntropyLoss):
                 loss = CrossEntropyLoss(loss.weight, label_smoothing=config.label_smoothing)
             elif hasattr(loss, "segmentation"):
-                loss.segmentation = CrossEntropyLoss(label_smoothing=config.label_smoothing)
+                loss.segmentation = CrossEntropyLoss(
+                    weights, label_smoothing=config.label_smoothing
+                )
         self.loss = loss.to(device)
         make = _make_optimizer(config)
         self._optimizers = {"main": make(net.optimizer_groups(config))}
@@ -513,6 +531,28 @@ def _save(path: Path, state: dict) -> None:
     atomic_save(state, path)
 
 
+def _resolve_class_weights(config: FitConfig, net: nn.Module, sampler: Any, n_classes: int):
+    """``config`` with ``class_weights`` a tensor (or None): counted on the sampler's
+    training patches when asked for (or when the network declares it wants them)."""
+    import dataclasses
+
+    from xctdask.losses import class_weights
+
+    wanted = config.class_weights
+    if isinstance(wanted, str):
+        wanted = bool(getattr(net, "class_weighted", False))
+    if wanted is True and n_classes and config.loss is None:
+        pixels, samples = sampler.class_statistics("train", n_patches=config.class_patches)
+        weights = class_weights(pixels, samples)
+    elif wanted is not False and wanted is not True and wanted is not None:
+        weights = torch.as_tensor(np.asarray(wanted, np.float32))
+        if n_classes and weights.shape != (n_classes,):
+            raise ValueError(f"class_weights must have {n_classes} values, got {weights.shape}")
+    else:
+        weights = None
+    return dataclasses.replace(config, class_weights=weights)
+
+
 def fit_loop(
     net: nn.Module, sampler: Any, config: FitConfig, task: Task, *, n_classes: int
 ) -> tuple[nn.Module, History]:
@@ -529,6 +569,7 @@ def fit_loop(
     torch.set_num_threads(threads)
     try:
         net.to(device).train()
+        config = _resolve_class_weights(config, net, sampler, n_classes)
         task.setup(net, config, device, n_classes)
         history = History(threads=threads)
         best_state = None
@@ -570,61 +611,67 @@ def fit_loop(
         base_lrs = [[g["lr"] for g in opt.param_groups] for opt in task.optimizers()]
         clock = time.perf_counter()
         scores: dict[str, Any] = {}
-        for step, batch in zip(range(start, config.steps), stream, strict=False):
-            factor = _lr_factor(step, config)
-            for opt, bases in zip(task.optimizers(), base_lrs, strict=True):
-                for group, base in zip(opt.param_groups, bases, strict=True):
-                    group["lr"] = base * factor
-            value, logs = task.step(batch, step)
-            history.step.append(step)
-            history.loss.append(value)
-            history.lr.append(task.optimizers()[0].param_groups[0]["lr"])
-            if "mean_confidence" in logs:
-                history.mean_confidence.append(logs["mean_confidence"])
-                history.masked_fraction.append(logs["masked_fraction"])
-            done = step + 1
-            if config.snapshot_every and done % config.snapshot_every == 0:
-                module = task.evaluated()
-                history.snapshots.append(
-                    (done, {k: v.detach().cpu().clone() for k, v in module.state_dict().items()})
-                )
-            if done % config.val_every == 0 or done == config.steps:
-                if validation is not None:
-                    scores = evaluate(task.evaluated(), validation, n_classes, device)
-                    history.val_step.append(done)
-                    history.val_miou.append(scores.get("miou", math.nan))
-                    history.val_iou.append(scores.get("iou", []))
-                    if "psnr" in scores:
-                        history.val_psnr.append(scores["psnr"])
-                    # segmenters are kept by mean IoU, denoisers by PSNR
-                    score = scores.get("miou", scores.get("psnr", -math.inf))
-                    if score > history.best_score:
-                        history.best_score, history.best_step = score, done
-                        history.best_miou = scores.get("miou", history.best_miou)
-                        best_state = copy.deepcopy(task.evaluated().state_dict())
-                        if folder is not None:
-                            _save(folder / "best.pt", {"model": best_state, "step": done})
-                if folder is not None:
-                    history.seconds += time.perf_counter() - clock
-                    clock = time.perf_counter()
-                    _save(
-                        folder / "last.pt",
-                        {
-                            "task": task.state_dict(),
-                            "history": history.to_dict(),
-                            "step": done,
-                            "torch_rng": torch.get_rng_state(),
-                            "config": getattr(net, "config", None),
-                        },
-                    )
-            if bar is not None:
-                shown = {"loss": f"{value:.4f}"}
-                if "miou" in scores:
-                    shown["val_miou"] = f"{scores['miou']:.3f}"
+        try:
+            for step, batch in zip(range(start, config.steps), stream, strict=False):
+                factor = _lr_factor(step, config)
+                for opt, bases in zip(task.optimizers(), base_lrs, strict=True):
+                    for group, base in zip(opt.param_groups, bases, strict=True):
+                        group["lr"] = base * factor
+                value, logs = task.step(batch, step)
+                history.step.append(step)
+                history.loss.append(value)
+                history.lr.append(task.optimizers()[0].param_groups[0]["lr"])
                 if "mean_confidence" in logs:
-                    shown["confidence"] = f"{logs['mean_confidence']:.3f}"
-                bar.set_postfix(shown, refresh=False)
-                bar.update(1)
+                    history.mean_confidence.append(logs["mean_confidence"])
+                    history.masked_fraction.append(logs["masked_fraction"])
+                done = step + 1
+                if config.snapshot_every and done % config.snapshot_every == 0:
+                    module = task.evaluated()
+                    history.snapshots.append(
+                        (
+                            done,
+                            {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+                        )
+                    )
+                if done % config.val_every == 0 or done == config.steps:
+                    if validation is not None:
+                        scores = evaluate(task.evaluated(), validation, n_classes, device)
+                        history.val_step.append(done)
+                        history.val_miou.append(scores.get("miou", math.nan))
+                        history.val_iou.append(scores.get("iou", []))
+                        if "psnr" in scores:
+                            history.val_psnr.append(scores["psnr"])
+                        # segmenters are kept by mean IoU, denoisers by PSNR
+                        score = scores.get("miou", scores.get("psnr", -math.inf))
+                        if score > history.best_score:
+                            history.best_score, history.best_step = score, done
+                            history.best_miou = scores.get("miou", history.best_miou)
+                            best_state = copy.deepcopy(task.evaluated().state_dict())
+                            if folder is not None:
+                                _save(folder / "best.pt", {"model": best_state, "step": done})
+                    if folder is not None:
+                        history.seconds += time.perf_counter() - clock
+                        clock = time.perf_counter()
+                        _save(
+                            folder / "last.pt",
+                            {
+                                "task": task.state_dict(),
+                                "history": history.to_dict(),
+                                "step": done,
+                                "torch_rng": torch.get_rng_state(),
+                                "config": getattr(net, "config", None),
+                            },
+                        )
+                if bar is not None:
+                    shown = {"loss": f"{value:.4f}"}
+                    if "miou" in scores:
+                        shown["val_miou"] = f"{scores['miou']:.3f}"
+                    if "mean_confidence" in logs:
+                        shown["confidence"] = f"{logs['mean_confidence']:.3f}"
+                    bar.set_postfix(shown, refresh=False)
+                    bar.update(1)
+        finally:
+            stream.close()  # nothing left reading patches in the background
         if bar is not None:
             bar.close()
         history.seconds += time.perf_counter() - clock

@@ -28,20 +28,28 @@ Examples
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import torch
 
 from xctdask._progress import compute
-from xctdask.backend import UNLABELLED, as_dask, check_same_shape, unwrap, validate_volume
+from xctdask.backend import (
+    UNLABELLED,
+    as_dask,
+    check_same_shape,
+    to_host,
+    unwrap,
+    validate_volume,
+)
 from xctdask.cluster import active_client
+from xctdask.regions import bind, cut_patches, describe, source_of
 
 __all__ = ["PARTS", "PatchSampler"]
 
@@ -49,16 +57,31 @@ PARTS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
-class _ChunkStats:
-    """Class counts and a reservoir of global positions per class, for one chunk."""
+class _CellStats:
+    """One cell (a storage chunk, or a Dask chunk): its box, and per class the voxel
+    count and a reservoir of global positions."""
 
+    box: tuple[tuple[int, int], ...]
     counts: np.ndarray  # (n_classes,)
     positions: dict  # class -> (k, 3) int64 global (z, y, x)
 
 
+def _cell_boxes(
+    location: tuple[tuple[int, int], ...], cell: tuple[int, ...]
+) -> list[tuple[tuple[int, int], ...]]:
+    """The boxes of the global ``cell`` grid (aligned to multiples of ``cell``) that
+    cut the block at ``location``."""
+    edges = []
+    for (lo, hi), size in zip(location, cell, strict=True):
+        inner = range((lo // size + 1) * size, hi, size)
+        bounds = [lo, *inner, hi]
+        edges.append(list(itertools.pairwise(bounds)))
+    return list(itertools.product(*edges))
+
+
 def _chunk_stats(
-    target: np.ndarray, reservoir: int, seed: int, origin: tuple[int, ...]
-) -> _ChunkStats:
+    target: np.ndarray, reservoir: int, seed: int, box: tuple[tuple[int, int], ...]
+) -> _CellStats:
     t = np.asarray(target)
     flat = t.ravel()
     labelled = flat[flat != UNLABELLED]
@@ -68,22 +91,27 @@ def _chunk_stats(
     # as long as the largest label here; the range check against n_classes is global
     counts = np.bincount(labelled.astype(np.int64))
     rng = np.random.default_rng(seed)
+    origin = np.array([lo for lo, _ in box])
     positions = {}
     for c in np.flatnonzero(counts):
         idx = np.flatnonzero(flat == c)
         if idx.size > reservoir:
             idx = rng.choice(idx, reservoir, replace=False)
-        positions[int(c)] = np.stack(np.unravel_index(idx, t.shape), axis=1) + np.array(origin)
-    return _ChunkStats(counts, positions)
+        positions[int(c)] = np.stack(np.unravel_index(idx, t.shape), axis=1) + origin
+    return _CellStats(box, counts, positions)
 
 
-def _stats_cell(target, reservoir, seed, block_info=None):
+def _stats_cell(target, reservoir, seed, cell, block_info=None):
     info = block_info[0]
-    origin = tuple(start for start, _ in info["array-location"])
-    block_seed = int(np.random.SeedSequence([seed, *info["chunk-location"]]).generate_state(1)[0])
-    cell = np.empty((1,) * target.ndim, dtype=object)
-    cell[(0,) * target.ndim] = _chunk_stats(target, reservoir, block_seed, origin)
-    return cell
+    location = tuple(info["array-location"])
+    stats = []
+    for box in _cell_boxes(location, cell):
+        local = tuple(slice(lo - o, hi - o) for (lo, hi), (o, _) in zip(box, location, strict=True))
+        cell_seed = np.random.SeedSequence([seed, *(lo for lo, _ in box)]).generate_state(1)[0]
+        stats.append(_chunk_stats(to_host(target[local]), reservoir, int(cell_seed), box))
+    out = np.empty((1,) * target.ndim, dtype=object)
+    out[(0,) * target.ndim] = stats
+    return out
 
 
 class PatchSampler:
@@ -117,6 +145,17 @@ class PatchSampler:
         Positions kept per class and chunk.
     seed : int
         Root of every random choice (a ``numpy.random.SeedSequence``).
+    patches_per_read : int
+        Patches cut from one region read (one task): more amortise each read, fewer
+        mix more places of the volume into a batch.
+    shuffle : int
+        Patches drawn and shuffled together (a round, rounded to whole batches): the
+        training process holds up to two rounds in memory.
+    cell : (int, int, int), optional
+        The grid of places a read is centred on; default: the store's chunks
+        (``attrs["storage_chunks"]``) or else the Dask chunks.
+    threads : int
+        Reading threads when there is no cluster (or the inputs are in memory).
     progress : bool
         Show progress for the statistics pass.
     target_name : str
@@ -141,6 +180,10 @@ class PatchSampler:
         normalize: tuple[float, float] | None = None,
         reservoir: int = 64,
         seed: int = 0,
+        patches_per_read: int = 16,
+        shuffle: int = 128,
+        cell: tuple[int, int, int] | None = None,
+        threads: int = 4,
         progress: bool = False,
         target_name: str = "labels",
     ):
@@ -163,12 +206,19 @@ class PatchSampler:
             raise ValueError(
                 f"split must be three non-negative fractions summing to 1, got {split!r}"
             )
+        for value, name in ((patches_per_read, "patches_per_read"), (shuffle, "shuffle")):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.shape = shape
         self.patch, self.context, self.balance = patch, context, balance
+        self.patches_per_read, self.shuffle, self.threads = patches_per_read, shuffle, threads
         self.normalize = normalize
         self.seed = seed
         self.target_name = target_name
         self._validation_cache: dict[tuple, list] = {}
+        self._streams: weakref.WeakSet = weakref.WeakSet()
         # in-memory inputs are cut here: a cluster would receive their chunks every batch
         self.in_memory = not any(
             isinstance(unwrap(x), da.Array) for x in (image, target, clean) if x is not None
@@ -176,16 +226,47 @@ class PatchSampler:
         self.image = as_dask(image)
         self.target = None if target is None else as_dask(target).rechunk(self.image.chunks)
         self.clean = None if clean is None else as_dask(clean).rechunk(self.image.chunks)
+        # how each volume's regions are read: from the store, computed from the image's
+        # region (pseudo labels), in memory, or through the Dask graph
+        self._sources = {"image": source_of(image)}
+        for role, value in (("target", target), ("clean", clean)):
+            if value is not None:
+                self._sources[role] = source_of(value, {"image": image})
+        self.cell = self._cell_shape(image, cell)
+        self._grid = _cell_boxes(tuple((0, n) for n in shape), self.cell)
         depth = patch[0] if patch[0] > 1 else context
         self.margin = depth if margin is None else int(margin)
         self.slabs = self._slabs(split, depth)
         self.n_classes = n_classes
-        self._stats: list[_ChunkStats] = []
+        self._stats: list[_CellStats] = []
         self._candidate_cache: dict[str, dict] = {}
         if self.target is not None:
             if np.dtype(self.target.dtype).kind not in "iu":
                 raise TypeError(f"target must hold integer labels, got {self.target.dtype}")
             self._collect(reservoir, progress)
+
+    def _cell_shape(self, image: Any, cell: Any) -> tuple[int, int, int]:
+        if cell is None:
+            stored = getattr(image, "attrs", {}).get("storage_chunks")
+            if stored is not None and len(stored) == 3:
+                cell = tuple(stored)
+            else:
+                cell = tuple(max(c) for c in self.image.chunks)
+        cell = tuple(int(c) for c in cell)
+        if len(cell) != 3 or min(cell) < 1:
+            raise ValueError(f"cell must be three positive sizes (z, y, x), got {cell!r}")
+        return cell
+
+    def close(self) -> None:
+        """Stop every batch stream of this sampler: what is in flight is cancelled."""
+        for stream in list(self._streams):
+            stream.close()
+
+    def __enter__(self) -> PatchSampler:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ----------------------------------------------------------------- splits
     def _slabs(self, split, depth: int) -> dict[str, tuple[int, int]]:
@@ -244,18 +325,19 @@ class PatchSampler:
 
     # ------------------------------------------------------------- statistics
     def _collect(self, reservoir: int, progress: bool) -> None:
-        """The one pass over the target: counts and reservoirs; ``n_classes`` from it."""
+        """The one pass over the target: counts and reservoirs per cell; ``n_classes``."""
         cells = da.map_blocks(
             _stats_cell,
             self.target,
             reservoir,
             self.seed,
+            self.cell,
             chunks=tuple((1,) * len(c) for c in self.target.chunks),
             dtype=object,
             meta=np.empty((0, 0, 0), dtype=object),
         )
         (table,) = compute(cells, progress=progress, description="class counts per chunk")
-        stats = list(np.asarray(table).ravel())
+        stats = [cell for block in np.asarray(table).ravel() for cell in block]
         found = max(s.counts.size for s in stats)  # largest label + 1
         if found == 0:
             raise ValueError("the target has no labelled voxel (everything is 255)")
@@ -268,7 +350,7 @@ class PatchSampler:
             )
         self.n_classes = n_classes
         self._stats = [
-            _ChunkStats(np.pad(s.counts, (0, n_classes - s.counts.size)), s.positions)
+            _CellStats(s.box, np.pad(s.counts, (0, n_classes - s.counts.size)), s.positions)
             for s in stats
         ]
         self.class_counts = np.sum([s.counts for s in self._stats], axis=0)
@@ -277,7 +359,8 @@ class PatchSampler:
 
     # --------------------------------------------------------------- drawing
     def _candidates(self, part: str, c: int):
-        """(chunk index, positions) pairs with class ``c`` centres inside the part."""
+        """(cell index, positions, share) of the cells with class ``c`` centres inside
+        the part; ``share`` estimates the class's voxel count there."""
         lo, hi = self.centre_range(part)
         out = []
         for i, stats in enumerate(self._stats):
@@ -290,47 +373,92 @@ class PatchSampler:
                 out.append((i, pos, share))
         return out
 
-    def _draw_origins(self, part: str, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Start corners (z, y, x) of ``n`` patches; z is the centre slice for 2D/2.5D."""
+    def _table(self, part: str) -> dict:
+        """Per part: the cells that can give a patch centre, the class probabilities
+        ``p_class``, and ``within[cell, class]``: the share of the class's centres in
+        each cell. A patch is (class, cell, position) with probability
+        ``p_class[c] * within[cell, c] / len(positions)``."""
+        if part in self._candidate_cache:
+            return self._candidate_cache[part]
         lo, hi = self.centre_range(part)
         if hi <= lo:
             raise ValueError(f"the {part} slab is empty")
+        if self.target is None:
+            cells = []
+            for box in self._grid:
+                z0, z1 = max(box[0][0], lo), min(box[0][1], hi)
+                if z1 > z0:
+                    cells.append(((z0, z1), box[1], box[2]))
+            sizes = np.array([np.prod([b - a for a, b in c]) for c in cells], float)
+            table = {"cells": cells, "p_cell": sizes / sizes.sum()}
+        else:
+            per_class = {c: self._candidates(part, c) for c in range(self.n_classes)}
+            present = [c for c, cand in per_class.items() if cand]
+            if not present:
+                raise ValueError(f"no labelled voxel lies in the {part} slab")
+            index = sorted({i for c in present for i, _, _ in per_class[c]})
+            row = {i: r for r, i in enumerate(index)}
+            within = np.zeros((len(index), len(present)))
+            positions: dict = {}
+            for k, c in enumerate(present):
+                for i, pos, share in per_class[c]:
+                    within[row[i], k] = share
+                    positions[row[i], k] = pos
+            weights = within.sum(axis=0)
+            within /= weights
+            p_class = (
+                np.full(len(present), 1 / len(present)) if self.balance else weights / weights.sum()
+            )
+            joint = within * p_class  # P(cell, class)
+            table = {
+                "present": present,
+                "positions": positions,
+                "joint": joint,
+                "p_cell": joint.sum(axis=1),
+            }
+        self._candidate_cache[part] = table
+        return table
+
+    def _draw_regions(self, part: str, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Start corners (z, y, x) of ``n`` patches in groups that share a cell (each
+        group is read as one region); z is the centre slice for 2D/2.5D.
+
+        Cells are drawn from the marginal distribution of single patches, then the
+        patches of a cell from the conditional one: every patch has exactly the
+        distribution of an independent draw (class balance included)."""
+        table = self._table(part)
+        lo, hi = self.centre_range(part)
         pz, py, px = self.patch
         _, ny, nx = self.shape
-        if self.target is None:
-            z = rng.integers(lo, hi, n)
-            return np.stack(
-                [z, rng.integers(0, ny - py + 1, n), rng.integers(0, nx - px + 1, n)], 1
-            )
-        if part not in self._candidate_cache:
-            self._candidate_cache[part] = {
-                c: self._candidates(part, c) for c in range(self.n_classes)
-            }
-        per_class = self._candidate_cache[part]
-        present = [c for c, cand in per_class.items() if cand]
-        if not present:
-            raise ValueError(f"no labelled voxel lies in the {part} slab")
-        weights = np.array([sum(s for _, _, s in per_class[c]) for c in present], float)
-        p_class = (
-            np.full(len(present), 1 / len(present)) if self.balance else weights / weights.sum()
-        )
-        origins = np.empty((n, 3), np.int64)
-        for k in range(n):
-            c = present[rng.choice(len(present), p=p_class)]
-            cand = per_class[c]
-            share = np.array([s for _, _, s in cand])
-            _, pos, _ = cand[rng.choice(len(cand), p=share / share.sum())]
-            z, y, x = pos[rng.integers(len(pos))]
-            # a random offset that keeps the voxel inside the patch (and the patch inside
-            # the volume): the voxel is at a uniformly drawn place within the window
-            y0 = int(np.clip(y - rng.integers(0, py), 0, ny - py))
-            x0 = int(np.clip(x - rng.integers(0, px), 0, nx - px))
-            if pz > 1:
-                z0 = int(np.clip(z - rng.integers(0, pz), lo, hi - 1))
+        groups = max(1, -(-n // self.patches_per_read))
+        sizes = [n // groups + (1 if g < n % groups else 0) for g in range(groups)]
+        chosen = rng.choice(len(table["p_cell"]), groups, p=table["p_cell"])
+        out = []
+        for cell, size in zip(chosen, sizes, strict=True):
+            if self.target is None:
+                box = table["cells"][cell]
+                voxels = np.stack([rng.integers(a, b, size) for a, b in box], axis=1)
             else:
-                z0 = int(z)
-            origins[k] = (z0, y0, x0)
-        return origins
+                p = table["joint"][cell] / table["joint"][cell].sum()
+                classes = rng.choice(len(p), size, p=p)
+                voxels = np.empty((size, 3), np.int64)
+                for k, c in enumerate(classes):
+                    pos = table["positions"][cell, c]
+                    voxels[k] = pos[rng.integers(len(pos))]
+            origins = np.empty((size, 3), np.int64)
+            for k, (z, y, x) in enumerate(voxels):
+                # a random offset keeps the voxel inside the patch (and the patch inside
+                # the volume): the voxel is at a uniformly drawn place within the window
+                y0 = int(np.clip(y - rng.integers(0, py), 0, ny - py))
+                x0 = int(np.clip(x - rng.integers(0, px), 0, nx - px))
+                z0 = int(np.clip(z - rng.integers(0, pz), lo, hi - 1)) if pz > 1 else int(z)
+                origins[k] = (z0, y0, x0)
+            out.append(origins)
+        return out
+
+    def _draw_origins(self, part: str, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Start corners of ``n`` patches (the groups of :meth:`_draw_regions`, joined)."""
+        return np.concatenate(self._draw_regions(part, n, rng))
 
     def _windows(self, origin) -> tuple[slice, slice, slice]:
         z0, y0, x0 = (int(v) for v in origin)
@@ -342,25 +470,29 @@ class PatchSampler:
             zs = slice(z0 - half, z0 + half + 1)
         return zs, slice(y0, y0 + py), slice(x0, x0 + px)
 
-    def _lazy_batch(self, origins: np.ndarray) -> dict[str, da.Array]:
-        images, targets, cleans = [], [], []
-        for origin in origins:
-            zs, ys, xs = self._windows(origin)
-            images.append(self.image[zs, ys, xs])
-            if self.patch[0] == 1:
-                centre = slice(int(origin[0]), int(origin[0]) + 1)
-            else:
-                centre = zs
-            if self.target is not None:
-                targets.append(self.target[centre, ys, xs])
-            if self.clean is not None:
-                cleans.append(self.clean[centre, ys, xs])
-        batch = {"image": da.stack(images)}
-        if targets:
-            batch["target"] = da.stack(targets)
-        if cleans:
-            batch["clean"] = da.stack(cleans)
-        return batch
+    def _target_window(self, origin) -> tuple[slice, slice, slice]:
+        zs, ys, xs = self._windows(origin)
+        if self.patch[0] == 1:
+            zs = slice(int(origin[0]), int(origin[0]) + 1)
+        return zs, ys, xs
+
+    def _region_task(self, origins: np.ndarray) -> tuple[Any, dict]:
+        """The region that holds every window of ``origins`` and the windows inside it."""
+        windows = [self._windows(o) for o in origins]
+        region = tuple(
+            (min(w[a].start for w in windows), max(w[a].stop for w in windows)) for a in range(3)
+        )
+
+        def local(box):
+            return tuple(
+                slice(b.start - lo, b.stop - lo) for b, (lo, _) in zip(box, region, strict=True)
+            )
+
+        cuts = {"image": [local(w) for w in windows]}
+        for role in ("target", "clean"):
+            if role in self._sources:
+                cuts[role] = [local(self._target_window(o)) for o in origins]
+        return region, cuts
 
     def _to_tensors(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {}
@@ -379,6 +511,8 @@ class PatchSampler:
             if self.normalize is not None:
                 c = (c - self.normalize[0]) / self.normalize[1]
             out["clean"] = torch.from_numpy(c[:, None] if three_d else c)
+        if "origin" in arrays:
+            out["origin"] = torch.from_numpy(np.asarray(arrays["origin"], np.int64))
         return out
 
     def batches(
@@ -390,52 +524,101 @@ class PatchSampler:
         prefetch: int = 4,
         seed: int | None = None,
         start: int = 0,
+        round_batches: int | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield batches ``{"image", "target"?, "clean"?}`` of ``part`` (endless by default).
+        """Yield batches ``{"image", "target"?, "clean"?, "origin"}`` of ``part`` (endless
+        by default).
 
         ``image`` is ``(N, context, py, px)`` for slices and ``(N, 1, pz, py, px)`` for 3D;
         ``target`` is the centre slice's labels ``(N, py, px)`` (or ``(N, pz, py, px)``);
-        ``clean`` has the target's layout with a channel axis. With an active
-        ``distributed.Client`` and Dask-backed inputs the patches are cut on the
-        workers; otherwise (or for in-memory NumPy inputs) in a local thread pool.
-        ``prefetch`` batches are in flight ahead of the consumer: this **computes**
-        (reads the patches) as the iterator advances.
+        ``clean`` has the target's layout with a channel axis; ``origin`` ``(N, 3)`` is
+        each patch's window start (z is the centre slice for slice patches).
 
-        Batch ``k`` depends only on ``(seed, part, k)``: ``start=k`` resumes a stream
-        exactly where an interrupted one stopped.
+        Batches come in rounds of ``round_batches`` (default: ``shuffle`` patches'
+        worth). A round's patches are drawn in groups of ``patches_per_read`` that share
+        a cell; each group is **one task** that reads the region under its windows once
+        (straight from the store for volumes that :func:`xctdask.open_volume` opened;
+        pseudo labels computed from that region) and returns the patches together. The
+        round is shuffled before it is cut into batches. With an active
+        ``distributed.Client`` and Dask inputs the tasks run on the workers; otherwise in
+        a local thread pool. At least ``prefetch`` batches are in flight ahead of the
+        consumer: this **computes** (reads the patches) as the iterator advances.
+
+        Batch ``k`` depends only on ``(seed, part, k)`` (and the batch and round sizes):
+        ``start=k`` resumes a stream exactly where an interrupted one stopped. Closing
+        the iterator (or the sampler, see :meth:`close`) cancels what is in flight.
         """
         self._check_part(part)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self._table(part)  # errors about the part before any task is sent
         root = self.seed if seed is None else seed
+        per_round = round_batches or max(1, self.shuffle // batch_size)
         stop = None if n_batches is None else start + n_batches
-        counter = itertools.count(start) if stop is None else iter(range(start, stop))
+        stream = self._stream(part, batch_size, root, per_round, start, stop, prefetch)
+        self._streams.add(stream)
+        return stream
+
+    def _stream(
+        self,
+        part: str,
+        batch_size: int,
+        root: int,
+        per_round: int,
+        start: int,
+        stop: int | None,
+        prefetch: int,
+    ) -> Iterator[dict[str, torch.Tensor]]:
         client = None if self.in_memory else active_client()
-        pool = None if client is not None else ThreadPoolExecutor(max(1, prefetch))
-        pending: deque = deque()
+        pool = None
+        if client is None:
+            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="xctdask-patches")
+        ahead = max(1, -(-max(1, prefetch) // per_round))  # rounds in flight beyond this one
+        rounds: deque = deque()  # (round number, region origins, futures)
+        next_round = start // per_round
+        last_round = None if stop is None else (stop - 1) // per_round
 
-        def submit() -> bool:
-            k = next(counter, None)
-            if k is None:
-                return False
-            rng = np.random.default_rng(np.random.SeedSequence([root, PARTS.index(part), k]))
-            lazy = self._lazy_batch(self._draw_origins(part, batch_size, rng))
-            if client is not None:
-                pending.append(client.compute(lazy))
-            else:
-                pending.append(pool.submit(lambda b=lazy: dask.compute(b, scheduler="threads")[0]))
-            return True
+        def submit_round() -> None:
+            nonlocal next_round
+            if last_round is not None and next_round > last_round:
+                return
+            r = next_round
+            next_round += 1
+            rng = np.random.default_rng(np.random.SeedSequence([root, PARTS.index(part), r]))
+            groups = self._draw_regions(part, per_round * batch_size, rng)
+            order = rng.permutation(per_round * batch_size)
+            futures = []
+            for origins in groups:
+                region, cuts = self._region_task(origins)
+                sources = bind(self._sources, region, client)
+                if client is not None:
+                    futures.append(client.submit(cut_patches, sources, region, cuts, pure=False))
+                else:
+                    futures.append(pool.submit(cut_patches, sources, region, cuts))
+            rounds.append((r, np.concatenate(groups), order, futures))
 
+        if last_round is not None and last_round < next_round:
+            return
         try:
-            for _ in range(max(1, prefetch)):
-                if not submit():
-                    break
-            while pending:
-                future = pending.popleft()
-                arrays = future.result()
-                submit()
-                yield self._to_tensors(arrays)
+            for _ in range(1 + ahead):
+                submit_round()
+            k = start
+            while rounds and (stop is None or k < stop):
+                r, origins, order, futures = rounds.popleft()
+                parts = [f.result() for f in futures]
+                submit_round()
+                arrays = {role: np.concatenate([p[role] for p in parts]) for role in parts[0]}
+                arrays["origin"] = origins
+                arrays = {role: value[order] for role, value in arrays.items()}
+                while k < (r + 1) * per_round and (stop is None or k < stop):
+                    first = (k - r * per_round) * batch_size
+                    chunk = {role: v[first : first + batch_size] for role, v in arrays.items()}
+                    yield self._to_tensors(chunk)
+                    k += 1
         finally:
-            for future in pending:
-                future.cancel()
+            for _, _, _, futures in rounds:
+                for future in futures:
+                    _cancel(future)
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
 
@@ -447,9 +630,41 @@ class PatchSampler:
         key = (batch_size, n_batches, self.seed if seed is None else seed)
         if key not in self._validation_cache:
             self._validation_cache[key] = list(
-                self.batches("validation", batch_size, n_batches, seed=key[2])
+                self.batches(
+                    "validation", batch_size, n_batches, seed=key[2], round_batches=n_batches
+                )
             )
         return self._validation_cache[key]
+
+    def class_statistics(
+        self, part: str = "train", n_patches: int = 64, batch_size: int = 16
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(P, S)`` on ``n_patches`` patches of ``part`` as training draws them:
+        P the labelled voxels of each class, S the number of patches that contain it
+        (what :func:`xctdask.losses.class_weights` needs). **Reads** the patches.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> labels = np.zeros((20, 16, 16), np.uint8); labels[:, :4] = 1
+        >>> s = PatchSampler(labels, labels, patch=(1, 8, 8), margin=1, split=(1, 0, 0))
+        >>> pixels, samples = s.class_statistics(n_patches=32)
+        >>> bool(samples[0] == 32), bool(pixels[1] < pixels[0])
+        (True, True)
+        """
+        if self.target is None:
+            raise ValueError("class statistics need a target (labels)")
+        pixels = np.zeros(self.n_classes, np.int64)
+        samples = np.zeros(self.n_classes, np.int64)
+        n_batches = -(-n_patches // batch_size)
+        seen = 0
+        for batch in self.batches(part, batch_size, n_batches, seed=self.seed + 7919):
+            for t in batch["target"][: n_patches - seen].numpy():
+                counts = np.bincount(t[t != UNLABELLED].ravel(), minlength=self.n_classes)
+                pixels += counts[: self.n_classes]
+                samples += counts[: self.n_classes] > 0
+                seen += 1
+        return pixels, samples
 
     def describe(self) -> str:
         """What validation against this sampler measures, e.g. "pseudo labels"."""
@@ -470,5 +685,15 @@ class PatchSampler:
     def __repr__(self) -> str:
         return (
             f"PatchSampler(shape={self.shape}, patch={self.patch}, context={self.context}, "
-            f"slabs={self.slabs}, n_classes={self.n_classes})"
+            f"slabs={self.slabs}, n_classes={self.n_classes}, cell={self.cell}, "
+            f"read={describe(self._sources)})"
         )
+
+
+def _cancel(future: Any) -> None:
+    """Cancel a local or distributed future; a client already closed has nothing left
+    to cancel (and must not raise from a generator being closed)."""
+    try:
+        future.cancel()
+    except RuntimeError:  # "IOLoop is closed": the client went first
+        pass

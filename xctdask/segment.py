@@ -30,6 +30,7 @@ import torch
 import xarray as xr
 
 from xctdask.backend import as_dask, check_same_shape, unwrap, validate_volume
+from xctdask.regions import Renormalize, register_pointwise
 
 __all__ = ["Segmenter", "segment"]
 
@@ -76,6 +77,10 @@ class Segmenter:
     seed : int
     progress : bool
         Progress per stage on stderr, bars for training.
+    preset : str, optional
+        A paper's setting (:mod:`xctdask.presets`): it replaces the network and how it
+        trains (model, its options, patch, context, batch size, loss, optimiser,
+        schedule, augmentation); ``n_classes`` and the steps stay these settings.
 
     Examples
     --------
@@ -110,6 +115,7 @@ class Segmenter:
     class_names: list[str] | None = None
     seed: int = 0
     progress: bool = True
+    preset: str | None = None
     history: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ fitting
@@ -143,6 +149,10 @@ class Segmenter:
 
         integer("n_classes", 2, 254)
         usable = [m for m in available() if m != "stacked-denseuseg"]
+        if self.preset is not None:
+            from xctdask.presets import get
+
+            get(self.preset)  # an unknown name fails here, before any data is read
         if self.model not in usable:
             raise ValueError(
                 f"model must be one of {usable} (with clean=, the stacked network is used), "
@@ -236,6 +246,7 @@ class Segmenter:
         from xctdask.train import train
 
         self._check(vol, labels, clean)
+        self._preset(clean is not None)  # a preset that does not fit the data fails now
         if labels is not None:
             self._check_label_values(labels)
         torch.manual_seed(self.seed)
@@ -257,14 +268,14 @@ class Segmenter:
             self.mode_ = "supervised"
         if clean is not None:
             self.mode_ += "+denoise"
-        net = self._network(clean is not None)
+        preset = self._preset(clean is not None)
+        net = preset.build(self.n_classes) if preset else self._network(clean is not None)
         context = int(net.context)
-        patch = net.suggest_patch(tuple(unwrap(vol).shape), self.patch)
-        if clean is not None:
-            clean_data = (as_dask(unwrap(clean)) - self.clean_normalization_[0]) / (
-                self.clean_normalization_[1]
-            )
-            clean_data = clean_data * self.normalization_[1] + self.normalization_[0]
+        patch = net.suggest_patch(tuple(unwrap(vol).shape), preset.patch if preset else self.patch)
+        if clean is not None:  # the clean scan in the LQ scan's grey values
+            rule = Renormalize(*self.clean_normalization_, *self.normalization_)
+            raw = as_dask(unwrap(clean))
+            clean_data = register_pointwise(rule(raw, None), raw, rule)
         else:
             clean_data = None
 
@@ -291,34 +302,51 @@ class Segmenter:
             )
             sampler = make_sampler((1.0, 0.0, 0.0))
         _stage(self.progress, f"stage 2: training {net.config['name']} for {self.steps} steps")
+        stage2 = {"lr": self.lr, "batch_size": self.batch_size}
+        stage2.update(preset.fit_options("train") if preset else {})
         net = train(
-            net,
-            sampler,
-            steps=self.steps,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            progress=self.progress,
+            net, sampler, steps=self.steps, seed=self.seed, progress=self.progress, **stage2
         )
         self.history["stage2"] = net.history.to_dict()
         if labels is None and clean is None and net.segments and self.steps_self_correct > 0:
             _stage(self.progress, f"stage 3: self-correction for {self.steps_self_correct} steps")
+            stage3 = {"lr": self.lr_self_correct, "batch_size": self.batch_size}
+            stage3.update(preset.fit_options("self_correct") if preset else {})
             net = self_correct(
                 net,
                 sampler,
                 steps=self.steps_self_correct,
                 threshold=self.threshold,
                 ema=self.ema,
-                lr=self.lr_self_correct,
-                batch_size=self.batch_size,
                 seed=self.seed,
                 progress=self.progress,
+                **stage3,
             )
             self.history["stage3"] = net.history.to_dict()
         net.normalization = self.normalization_
         net.class_names = self.class_names
         self.network_ = net.eval()
         return self
+
+    def _preset(self, denoise: bool):
+        """The preset, checked against the data given (a denoiser needs a clean scan)."""
+        if self.preset is None:
+            return None
+        from xctdask.presets import get
+
+        preset = get(self.preset)
+        stacked = preset.model == "stacked-denseuseg"
+        if denoise and not stacked:
+            raise ValueError(
+                f"preset {self.preset!r} has no denoiser: with clean= use "
+                "preset='stacked-denseuseg' (or no preset)"
+            )
+        if stacked and not denoise:
+            raise ValueError(
+                "preset 'stacked-denseuseg' denoises and segments: give the clean (HQ) scan "
+                "as clean="
+            )
+        return preset
 
     # ---------------------------------------------------------------- inference
     def _network(self, denoise: bool):

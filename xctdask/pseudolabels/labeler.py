@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ from xctdask.pseudolabels.fit1d import (
 from xctdask.pseudolabels.fov import FieldOfView, cylinder_mask, find_field_of_view
 from xctdask.pseudolabels.histogram import Histogram, intensity_histogram
 from xctdask.pseudolabels.relabel import IntervalRule, has_lookup_table, relabel_block
+from xctdask.regions import register_pointwise
 
 __all__ = ["METHODS", "PseudoLabeler", "pseudo_labels"]
 
@@ -341,11 +343,15 @@ class PseudoLabeler:
         data = unwrap(vol)
         if isinstance(mask, str) and mask == "fit":
             mask = self.mask
+        requested = mask
         mask = self._resolve_mask(vol, mask, getattr(self, "field_of_view_", None))
         lazy = is_dask(data)
         d = as_dask(data, chunks=-1 if not lazy else "auto")
         m = None if mask is None else (mask if is_dask(mask) else da.from_array(mask, chunks=-1))
         labels = self._predict_dask(d, m)
+        by_region = self._region_rule(requested, mask)
+        if lazy and by_region is not None:  # readers of regions relabel what they read
+            register_pointwise(labels, d, by_region)
         if not lazy:
             labels = labels.compute(scheduler="sync")
         if isinstance(vol, xr.DataArray):
@@ -356,6 +362,17 @@ class PseudoLabeler:
                 labels, dims=vol.dims, coords=vol.coords, attrs=attrs, name="pseudo_labels"
             )
         return labels
+
+    def _region_rule(self, requested: Any, resolved: Any) -> RelabelRegion | None:
+        """The voxel-wise rule behind ``predict``'s lazy result, when it is one: an
+        interval rule, with no mask or the field of view's cylinder."""
+        if self.rule_ is None:
+            return None
+        if requested is None or resolved is None:
+            return RelabelRegion(self.rule_, None)
+        if isinstance(requested, str) and requested == "cylinder":
+            return RelabelRegion(self.rule_, self.field_of_view_)
+        return None  # a user's mask array: not a function of the region alone
 
     def _predict_dask(self, d: da.Array, m: da.Array | None) -> da.Array:
         meta = meta_like(d, np.uint8)
@@ -538,6 +555,27 @@ class PseudoLabeler:
             self.field_of_view_ = FieldOfView(**state["field_of_view_"])
             self._fov_slice_shape = tuple(state["fov_slice_shape"])
         return self
+
+
+@dataclass(frozen=True)
+class RelabelRegion:
+    """Pseudo labels of a region from the scan's values there (picklable; see
+    :func:`xctdask.regions.register_pointwise`): the interval rule, and 255 outside
+    the field of view when there is one."""
+
+    rule: IntervalRule
+    field_of_view: FieldOfView | None
+
+    def __call__(self, values: Any, region: tuple[tuple[int, int], ...]) -> Any:
+        from xctdask.backend import array_module
+
+        mask = None
+        if self.field_of_view is not None and not self.field_of_view.everything:
+            (z0, z1), (y0, y1), (x0, x1) = region
+            inside = self.field_of_view.inside(np.arange(y0, y1), np.arange(x0, x1))
+            xp = array_module(values)
+            mask = xp.broadcast_to(xp.asarray(inside), (z1 - z0, *inside.shape))
+        return relabel_block(values, mask, self.rule, None)
 
 
 def _tolist(value: Any) -> Any:
