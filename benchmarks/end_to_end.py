@@ -137,7 +137,9 @@ def phantom_run(shape: tuple[int, int, int], args) -> dict:
     otsu_map = xd.metrics.match_labels(otsu, np.where(inside, truth, 255), n, n)
     scores["multi_otsu"] = miou(matched(otsu, otsu_map), truth, inside, n)
     hist = xd.metrics.joint_histogram(lq[inside], truth[inside], n)
-    scores["bin_zero_oc_ceiling"] = round(xd.metrics.bin_zero_oc_from_histogram(hist).mean_iou, 4)
+    scores["bin_zero_oc"] = round(xd.metrics.bin_zero_oc_from_histogram(hist).mean_iou, 4)
+    bound = xd.metrics.intensity_iou_bound_from_histogram(hist)
+    scores["intensity_iou_bound"] = round(bound.mean_iou, 4)
     with clock("stage 2"):
         net, sampler = train_unet(lq, pseudo, args, args.steps, n, norm)
     with clock("inference (stage 2)"):

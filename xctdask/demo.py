@@ -104,11 +104,16 @@ def run_demo(
         hist = metrics.joint_histogram(ds[scan].data, ds.labels.data, n)
         zoc = metrics.zero_oc_from_histogram(hist)
         bzoc = metrics.bin_zero_oc_from_histogram(hist)
+        bound = metrics.intensity_iou_bound_from_histogram(hist)
         quality[scan] = {
             "psnr_db": round(float(p), 2),
             "ssim": round(float(s), 4),
             "zero_oc_miou": round(zoc.mean_iou, 4),
+            "zero_oc_iou": [round(float(v), 4) for v in zoc.iou],
             "bin_zero_oc_miou": round(bzoc.mean_iou, 4),
+            "bin_zero_oc_iou": [round(float(v), 4) for v in bzoc.iou],
+            "intensity_iou_bound_miou": round(bound.mean_iou, 4),
+            "intensity_iou_bound_iou": [round(float(v), 4) for v in bound.iou],
         }
     counts = hist.sum(axis=1)  # voxels per class: the rows of the last joint histogram
     done()

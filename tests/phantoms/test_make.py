@@ -90,7 +90,7 @@ def test_documented_class_fractions(kind, ranges, seed):
 
 def test_crystal_drift_defeats_a_global_threshold():
     ds = phantoms.make("crystal", (8, 128, 128), seed=0)
-    zoc = metrics.zero_oc(ds.attenuation.values, ds.labels.values, 3)
+    zoc = metrics.bin_zero_oc(ds.attenuation.values, ds.labels.values, 3)
     assert zoc.iou[2] < 0.8  # even the noise-free map cannot be thresholded
 
 
