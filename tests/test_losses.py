@@ -13,7 +13,10 @@ from xctdask import losses
 SEGMENTATION = [
     losses.CrossEntropyLoss,
     losses.FocalLoss,
-    losses.BootstrappedCrossEntropy,
+    losses.TopKCrossEntropy,
+    losses.BootstrappingLoss,
+    losses.GeneralizedCrossEntropy,
+    losses.SymmetricCrossEntropy,
     losses.DiceLoss,
     losses.Jaccard2Loss,
 ]
@@ -51,16 +54,45 @@ def test_focal_by_hand():
     assert plain.item() == pytest.approx(-math.log(0.75), rel=1e-6)
 
 
-def test_bootstrapping_keeps_the_hardest():
+def test_top_k_keeps_the_hardest():
     logits = torch.tensor([[[4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 4.0]]])
     target = torch.tensor([[0, 0, 1, 0]])
     ce = F.cross_entropy(logits, target, reduction="none")[0]
     top = sorted(ce.tolist(), reverse=True)
-    loss = losses.BootstrappedCrossEntropy(top_k=0.5)(logits, target)
+    loss = losses.TopKCrossEntropy(top_k=0.5)(logits, target)
     assert loss.item() == pytest.approx(sum(top[:2]) / 2, rel=1e-6)
-    assert losses.BootstrappedCrossEntropy(top_k=1.0)(logits, target).item() == pytest.approx(
+    assert losses.TopKCrossEntropy(top_k=1.0)(logits, target).item() == pytest.approx(
         ce.mean().item(), rel=1e-6
     )
+
+
+def test_bootstrapping_is_reed_et_al():
+    # two voxels, three classes: targets mix the label with the model's belief p
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [-1.0, 0.5]]])  # (1, 3, 2)
+    target = torch.tensor([[1, 0]])
+    p = F.softmax(logits, 1)[0].T  # (voxel, class)
+    y = F.one_hot(target[0], 3).float()
+    for mode, beta in (("soft", 0.95), ("hard", 0.8)):
+        belief = p if mode == "soft" else F.one_hot(p.argmax(1), 3).float()
+        t = beta * y + (1 - beta) * belief
+        want = -(t * p.log()).sum(1).mean()
+        got = losses.BootstrappingLoss(beta=beta, mode=mode)(logits, target)
+        assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    assert isinstance(losses.build_loss("bootstrap"), losses.BootstrappingLoss)
+    assert isinstance(losses.build_loss("topk_ce"), losses.TopKCrossEntropy)
+
+
+def test_generalized_and_symmetric_cross_entropy_by_hand():
+    logits = torch.tensor([[[math.log(3.0)], [0.0]]])  # p(class 0) = 0.75
+    target = torch.tensor([[0]])
+    gce = losses.GeneralizedCrossEntropy(q=0.7)(logits, target)
+    assert gce.item() == pytest.approx((1 - 0.75**0.7) / 0.7, rel=1e-6)
+    # q → 0 is the cross entropy
+    near_ce = losses.GeneralizedCrossEntropy(q=1e-4)(logits, target)
+    assert near_ce.item() == pytest.approx(-math.log(0.75), rel=1e-3)
+    sce = losses.SymmetricCrossEntropy(alpha=0.1, beta=1.0)(logits, target)
+    # RCE = -Σ p_c log y_c with log 0 = -4: only the wrong class (p = 0.25) counts
+    assert sce.item() == pytest.approx(0.1 * -math.log(0.75) + 4 * 0.25, rel=1e-6)
 
 
 def test_dice_and_jaccard2_by_hand():
@@ -72,11 +104,21 @@ def test_dice_and_jaccard2_by_hand():
     y = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     inter = (p * y).sum(1)
     dice = 2 * inter / (p.sum(1) + y.sum(1))
-    jac = inter / ((p * p).sum(1) + (y * y).sum(1) - inter)
     assert losses.DiceLoss()(logits, target).item() == pytest.approx(1 - dice.mean().item(), 1e-5)
-    assert losses.Jaccard2Loss()(logits, target).item() == pytest.approx(
-        1 - jac.mean().item(), 1e-5
-    )
+    # Eq. C.2: one ratio, sums over voxels and classes inside it
+    jac = (p * y).sum() / ((p * p).sum() + (y * y).sum() - (p * y).sum())
+    assert losses.Jaccard2Loss()(logits, target).item() == pytest.approx(1 - jac.item(), 1e-5)
+
+
+def test_jaccard2_barely_notices_a_model_that_ignores_a_rare_class():
+    # 0.5 % of the voxels are class 2 and the model never predicts it: the paper's single
+    # ratio hardly moves (a per-class mean would charge a whole third of the loss)
+    target = torch.zeros(1, 1000, dtype=torch.long)
+    target[0, :5] = 2
+    logits = torch.full((1, 3, 1000), -20.0)
+    logits[:, 0] = 20.0
+    loss = losses.Jaccard2Loss()(logits, target).item()
+    assert loss == pytest.approx(1 - 995 / 1005, abs=1e-4)  # ≈ 0.01, not ≈ 0.33
 
 
 @pytest.mark.parametrize("loss_class", SEGMENTATION)

@@ -4,10 +4,13 @@ All take logits ``(N, C, ...)`` and integer targets ``(N, ...)``; 255 (the defau
 ``ignore_index``) marks unlabelled voxels, e.g. the slices nobody annotated.
 
 * :func:`class_weights`: W = median(P/S) / (P/S), P the voxel count of a class and S
-  the number of training samples (patches) that contain it (the Modular U-Net paper).
+  the number of training samples (patches) that contain it (the Stacked-DenseUSeg
+  paper); :meth:`xctdask.PatchSampler.class_statistics` measures P and S.
 * :class:`CrossEntropyLoss` (class weights, label smoothing), :class:`FocalLoss`,
-  :class:`BootstrappedCrossEntropy` (the hardest ``top_k`` fraction of voxels only),
-  :class:`DiceLoss`, :class:`Jaccard2Loss`.
+  and the SR-CT paper's noisy-label losses: :class:`GeneralizedCrossEntropy`,
+  :class:`SymmetricCrossEntropy`, :class:`BootstrappingLoss` (Reed et al.).
+* :class:`TopKCrossEntropy` (the hardest ``top_k`` fraction of voxels only),
+  :class:`DiceLoss`, :class:`Jaccard2Loss` (the Modular U-Net paper's Eq. C.2).
 * :class:`DenoiseSegmentLoss`: CE + λ·MSE (λ = 10) for Stacked-DenseUSeg.
 * :class:`Pix2PixLoss`: adversarial + L1 for the Pix2Pix generator, and the
   discriminator's loss.
@@ -25,14 +28,17 @@ from torch import nn
 from xctdask.backend import UNLABELLED
 
 __all__ = [
-    "BootstrappedCrossEntropy",
+    "BootstrappingLoss",
     "CrossEntropyLoss",
     "DenoiseLoss",
     "DenoiseSegmentLoss",
     "DiceLoss",
     "FocalLoss",
+    "GeneralizedCrossEntropy",
     "Jaccard2Loss",
     "Pix2PixLoss",
+    "SymmetricCrossEntropy",
+    "TopKCrossEntropy",
     "build_loss",
     "class_weights",
 ]
@@ -171,17 +177,59 @@ class FocalLoss(_SegmentationLoss):
         return loss[valid].mean()
 
 
-class BootstrappedCrossEntropy(_SegmentationLoss):
+class BootstrappingLoss(_SegmentationLoss):
+    """Bootstrapping (Reed et al. 2014, "Training deep neural networks on noisy labels
+    with bootstrapping"), one of the SR-CT paper's confidence-calibration losses.
+
+    The target is a mix of the (noisy) label and the model's own belief: ``β·y + (1−β)·p``
+    with ``"soft"`` bootstrapping, ``β·y + (1−β)·onehot(argmax p)`` with ``"hard"``, and
+    the loss is the cross entropy to it, ``−Σ_c t_c log p_c``, averaged over labelled
+    voxels. Reed et al. use β = 0.95 (soft) and 0.8 (hard). The soft target keeps its
+    gradient through ``p`` (the paper's minimum-entropy regularisation).
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[[2.0], [0.0]]])             # p = (0.881, 0.119)
+    >>> target = torch.tensor([[1]])                        # the label says class 1
+    >>> ce = BootstrappingLoss(beta=1.0)(logits, target)    # β = 1: plain CE
+    >>> round(ce.item(), 4)
+    2.1269
+    >>> hard = BootstrappingLoss(beta=0.8, mode="hard")(logits, target)
+    >>> round(hard.item(), 4)                               # 0.8·2.1269 + 0.2·0.1269
+    1.7269
+    """
+
+    def __init__(self, beta: float = 0.95, mode: str = "soft", ignore_index: int = IGNORE):
+        super().__init__()
+        if not 0 <= beta <= 1:
+            raise ValueError(f"beta must be in [0, 1], got {beta!r}")
+        if mode not in ("soft", "hard"):
+            raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
+        self.beta, self.mode, self.ignore_index = beta, mode, ignore_index
+
+    def labelled_loss(self, logits, target, valid):
+        log_p = F.log_softmax(logits.float(), dim=1)
+        onehot = _one_hot(target, logits.shape[1], valid)
+        if self.mode == "soft":
+            belief = log_p.exp()
+        else:
+            belief = F.one_hot(log_p.argmax(1), logits.shape[1]).movedim(-1, 1).to(log_p.dtype)
+        mixed = self.beta * onehot + (1 - self.beta) * belief
+        return -(mixed * log_p).sum(1)[valid].mean()
+
+
+class TopKCrossEntropy(_SegmentationLoss):
     """Cross entropy averaged over the hardest ``top_k`` fraction of labelled voxels.
 
-    Online bootstrapping (Wu, Shen & van den Hengel 2016): easy voxels, most of a CT
-    volume, stop dominating the gradient.
+    Online hard-example mining (Wu, Shen & van den Hengel 2016, who call it "online
+    bootstrapping"; not Reed et al.'s bootstrapping, see :class:`BootstrappingLoss`):
+    easy voxels, most of a CT volume, stop dominating the gradient.
 
     Examples
     --------
     >>> logits = torch.tensor([[[4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 4.0]]])
     >>> target = torch.tensor([[0, 0, 1, 0]])     # per-voxel CE: 0.018, 0.693, 0.693, 4.018
-    >>> round(BootstrappedCrossEntropy(top_k=0.5)(logits, target).item(), 4)  # (4.018+0.693)/2
+    >>> round(TopKCrossEntropy(top_k=0.5)(logits, target).item(), 4)  # (4.018+0.693)/2
     2.3556
     """
 
@@ -198,6 +246,67 @@ class BootstrappedCrossEntropy(_SegmentationLoss):
         )[valid]
         k = max(1, round(self.top_k * ce.numel()))
         return ce.topk(k).values.mean()
+
+
+class GeneralizedCrossEntropy(_SegmentationLoss):
+    """Generalized cross entropy (Zhang & Sabuncu 2018): ``(1 − p_y^q) / q``.
+
+    A robust loss for noisy labels, compared in the SR-CT paper's loss table: ``q → 0``
+    gives the cross entropy, ``q = 1`` the mean absolute error. The paper's default is
+    ``q = 0.7``.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[[0.0], [0.0]]])            # p_y = 0.5
+    >>> round(GeneralizedCrossEntropy(q=0.7)(logits, torch.tensor([[0]])).item(), 4)
+    0.5492
+    """
+
+    def __init__(self, q: float = 0.7, ignore_index: int = IGNORE):
+        super().__init__()
+        if not 0 < q <= 1:
+            raise ValueError(f"q must be in (0, 1], got {q!r}")
+        self.q, self.ignore_index = q, ignore_index
+
+    def labelled_loss(self, logits, target, valid):
+        p = F.softmax(logits.float(), dim=1)
+        safe = torch.where(valid, target.long(), torch.zeros_like(target.long()))
+        p_y = p.gather(1, safe.unsqueeze(1)).squeeze(1).clamp_min(1e-7)
+        return ((1 - p_y**self.q) / self.q)[valid].mean()
+
+
+class SymmetricCrossEntropy(_SegmentationLoss):
+    """Symmetric cross entropy (Wang et al. 2019): ``α·CE + β·RCE``.
+
+    The reverse cross entropy ``RCE = −Σ_c p_c log y_c`` takes ``log 0 = A`` (A = −4),
+    so it equals ``−A·(1 − p_y)``. Compared in the SR-CT paper's loss table; α = 0.1,
+    β = 1 are Wang et al.'s CIFAR-10 values.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[[0.0], [0.0]]])            # p_y = 0.5
+    >>> sce = SymmetricCrossEntropy(alpha=0.1, beta=1.0)
+    >>> round(sce(logits, torch.tensor([[0]])).item(), 4)  # 0.1·0.6931 + 4·0.5
+    2.0693
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.1,
+        beta: float = 1.0,
+        log_zero: float = -4.0,
+        ignore_index: int = IGNORE,
+    ):
+        super().__init__()
+        self.alpha, self.beta, self.log_zero = alpha, beta, log_zero
+        self.ignore_index = ignore_index
+
+    def labelled_loss(self, logits, target, valid):
+        log_p = F.log_softmax(logits.float(), dim=1)
+        safe = torch.where(valid, target.long(), torch.zeros_like(target.long()))
+        log_p_y = log_p.gather(1, safe.unsqueeze(1)).squeeze(1)
+        rce = -self.log_zero * (1 - log_p_y.exp())
+        return (self.alpha * -log_p_y + self.beta * rce)[valid].mean()
 
 
 class _SoftOverlap(_SegmentationLoss):
@@ -235,27 +344,27 @@ class DiceLoss(_SoftOverlap):
 
 
 class Jaccard2Loss(_SoftOverlap):
-    """The Modular U-Net paper's soft Jaccard with squared terms:
-    ``1 - mean_c Σ p y / (Σ p² + Σ y² - Σ p y)``.
+    """The Modular U-Net paper's Jaccard2 loss (its Eq. C.2): one ratio over every
+    labelled voxel ``i`` and class ``c`` of the batch,
 
-    Squaring the denominator terms keeps the gradient informative when predictions
-    are soft. Classes absent from both target and prediction are left out.
+    ``J2 = 1 − Σ_i Σ_c y_ic ŷ_ic / (Σ_i Σ_c y_ic² + Σ_i Σ_c ŷ_ic² − Σ_i Σ_c y_ic ŷ_ic)``,
+
+    with ``y`` one-hot and ``ŷ`` the softmax. The sums run over classes *inside* the
+    ratio (not a mean of per-class ratios), so rare classes weigh by their voxels.
 
     Examples
     --------
     >>> logits = torch.zeros(1, 2, 2)                # p = 0.5 everywhere
     >>> target = torch.tensor([[0, 1]])
-    >>> round(Jaccard2Loss()(logits, target).item(), 4)   # 1 - 0.5 / (0.5 + 1 - 0.5)
+    >>> round(Jaccard2Loss()(logits, target).item(), 4)   # 1 − 1 / (2 + 1 − 1)
     0.5
     """
 
     def labelled_loss(self, logits, target, valid):
-        probs, onehot, axes = self._terms(logits, target, valid)
-        inter = (probs * onehot).sum(axes)
-        union = (probs * probs).sum(axes) + (onehot * onehot).sum(axes) - inter
-        present = union > self.eps
-        jaccard = (inter + self.eps) / (union + self.eps)
-        return 1 - jaccard[present].mean()
+        probs, onehot, _ = self._terms(logits, target, valid)
+        inter = (probs * onehot).sum()
+        union = (probs * probs).sum() + (onehot * onehot).sum() - inter
+        return 1 - (inter + self.eps) / (union + self.eps)
 
 
 class DenoiseLoss(nn.Module):
@@ -343,7 +452,10 @@ _LOSSES = {
     "ce": CrossEntropyLoss,
     "cross_entropy": CrossEntropyLoss,
     "focal": FocalLoss,
-    "bootstrap": BootstrappedCrossEntropy,
+    "bootstrap": BootstrappingLoss,
+    "topk_ce": TopKCrossEntropy,
+    "gce": GeneralizedCrossEntropy,
+    "sce": SymmetricCrossEntropy,
     "dice": DiceLoss,
     "jaccard2": Jaccard2Loss,
     "denoise_segment": DenoiseSegmentLoss,
@@ -353,7 +465,8 @@ _LOSSES = {
 
 
 def build_loss(name: str, **options: Any) -> nn.Module:
-    """A loss by name: ``ce``, ``focal``, ``bootstrap``, ``dice``, ``jaccard2``,
+    """A loss by name: ``ce``, ``focal``, ``bootstrap`` (Reed et al.), ``topk_ce``,
+    ``gce``, ``sce``, ``dice``, ``jaccard2``,
     ``denoise_segment``, ``pix2pix``.
 
     Examples
