@@ -129,3 +129,28 @@ def test_trains_without_a_validation_slab(phantom):
     net = train(net, sampler, steps=12, val_every=5, batch_size=2, progress=False)
     assert net.history.val_step == [] and len(net.history.loss) == 12
     assert net.history.best_step == -1  # nothing validated: the last weights are kept
+
+
+def test_class_weights_come_from_the_samplers_patches(phantom):
+    from xctdask.engine import FitConfig, _resolve_class_weights
+
+    sampler = _sampler(phantom)
+    pixels, samples = sampler.class_statistics("train", n_patches=32)
+    assert samples.max() <= 32 and (pixels > 0).all()
+    # P and S counted by hand from the same patches
+    stream = sampler.batches("train", 16, 2, seed=sampler.seed + 7919)
+    targets = torch.cat([b["target"] for b in stream]).numpy()
+    for c in range(3):
+        assert pixels[c] == (targets == c).sum()
+        assert samples[c] == (targets == c).any(axis=(1, 2)).sum()
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    asked = _resolve_class_weights(FitConfig(class_weights=True, class_patches=32), net, sampler, 3)
+    torch.testing.assert_close(asked.class_weights, xd.losses.class_weights(pixels, samples))
+    assert _resolve_class_weights(FitConfig(), net, sampler, 3).class_weights is None
+    stacked = xd.models.build(
+        "stacked-denseuseg", 1, 3, k0=4, growth=4, n_blocks=2, modules_per_block=1
+    )
+    auto = _resolve_class_weights(FitConfig(class_patches=32), stacked, sampler, 3)
+    assert auto.class_weights is not None  # the paper's weighted CE by default
+    with pytest.raises(ValueError, match="class_weights"):
+        FitConfig(class_weights="median").check()

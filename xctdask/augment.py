@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_OPS",
     "OPS",
     "StrongAugment",
+    "clahe",
     "equalize_local",
     "noise_fraction",
     "strong",
@@ -201,7 +202,41 @@ def equalize_local(x: torch.Tensor, tiles: int = 4, levels: int = 64) -> torch.T
     return (out - out.mean()) / out.std().clamp_min(1e-12) * x.std() + x.mean()
 
 
-OPS = ("gamma", "contrast", "blur", "equalize", "noise", "cutout")
+def _kornia():
+    try:
+        import kornia
+    except ImportError:
+        raise ImportError(
+            "the 'clahe' augmentation needs kornia: pip install kornia "
+            '(or pip install "xctdask[papers]")'
+        ) from None
+    return kornia
+
+
+def clahe(x: torch.Tensor, clip_limit: float = 4.0, tiles: int = 8) -> torch.Tensor:
+    """Contrast-limited adaptive histogram equalisation of one sample ``(C, H, W)`` or
+    ``(C, D, H, W)`` (kornia's ``equalize_clahe`` on every 2-D slice).
+
+    The sample is rescaled to [0, 1] for the equalisation, and the result keeps the
+    sample's mean and standard deviation.
+
+    Examples
+    --------
+    >>> x = torch.rand(3, 32, 32)
+    >>> y = clahe(x, clip_limit=2.0, tiles=4)
+    >>> y.shape, bool(torch.isclose(y.mean(), x.mean(), atol=1e-4))
+    (torch.Size([3, 32, 32]), True)
+    """
+    kornia = _kornia()
+    lo, hi = x.min(), x.max()
+    flat = ((x - lo) / (hi - lo).clamp_min(1e-12)).reshape(-1, 1, *x.shape[-2:]).float()
+    grid = (min(tiles, x.shape[-2]), min(tiles, x.shape[-1]))
+    out = kornia.enhance.equalize_clahe(flat, clip_limit=float(clip_limit), grid_size=grid)
+    out = out.reshape(x.shape).to(x.dtype)
+    return (out - out.mean()) / out.std().clamp_min(1e-12) * x.std() + x.mean()
+
+
+OPS = ("gamma", "contrast", "blur", "equalize", "clahe", "noise", "cutout")
 #: The default strong set: Unbiased Teacher's (colour jitter → contrast and brightness,
 #: blur, cutout) plus noise. Gamma and local equalisation remap grey values non-linearly
 #: or tile by tile, and in CT the grey value is what identifies a material: with them,
@@ -228,13 +263,19 @@ class StrongAugment:
     blur_sigma : (float, float)
         Range of the Gaussian blur sigma (voxels).
     equalize_tiles : int
-        Tiles per side for local histogram equalisation.
+        Tiles per side for local histogram equalisation (``equalize``, unclipped).
+    clahe_clip, clahe_tiles : float, int
+        Clip limit and tiles per side of ``clahe``: contrast-limited adaptive histogram
+        equalisation, the Albumentations ``CLAHE`` op the SR-CT paper's strong
+        augmentation uses (its defaults: clip limit 4, 8×8 tiles), computed by kornia's
+        ``equalize_clahe`` on the sample rescaled to [0, 1] (needs ``kornia``:
+        ``pip install "xctdask[papers]"``).
     cutout_fraction : (float, float)
         Side of the (one to three) cut-out boxes, as a fraction of each side; boxes are
         filled with the sample mean.
     ops : tuple of str
         The operations in use, applied in this order: ``gamma``, ``contrast``,
-        ``blur``, ``equalize``, ``noise``, ``cutout``. Default :data:`DEFAULT_OPS`
+        ``blur``, ``equalize``, ``clahe``, ``noise``, ``cutout``. Default :data:`DEFAULT_OPS`
         (contrast, blur, noise, cutout); add ``gamma`` or ``equalize`` explicitly.
     """
 
@@ -245,6 +286,8 @@ class StrongAugment:
     noise_sigma: tuple[float, float] = (0.0, 0.5)
     blur_sigma: tuple[float, float] = (0.5, 1.5)
     equalize_tiles: int = 4
+    clahe_clip: float = 4.0
+    clahe_tiles: int = 8
     cutout_fraction: tuple[float, float] = (0.1, 0.3)
     ops: tuple[str, ...] = DEFAULT_OPS
 
@@ -254,6 +297,8 @@ class StrongAugment:
             raise ValueError(f"unknown strong augmentations {sorted(unknown)}; choose from {OPS}")
         if not 0 <= self.p <= 1:
             raise ValueError(f"p must be in [0, 1], got {self.p!r}")
+        if "clahe" in self.ops:
+            _kornia()  # missing kornia is said before training, not at a random step
 
     def __call__(
         self,
@@ -281,6 +326,8 @@ def _one_strong(x: torch.Tensor, s: StrongAugment, g: torch.Generator) -> torch.
         x = _blur(x, _uniform(g, *s.blur_sigma))
     if happens("equalize"):
         x = equalize_local(x, s.equalize_tiles)
+    if happens("clahe"):
+        x = clahe(x, s.clahe_clip, s.clahe_tiles)
     if happens("noise"):
         sigma = _uniform(g, *s.noise_sigma) * float(std)
         device_gen = torch.Generator(device=x.device)

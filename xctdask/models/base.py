@@ -105,6 +105,7 @@ class Network(nn.Module):
         "class_names",
         "source_location",
         "history",
+        "class_weighted",
     ]
     __jit_unused_properties__: ClassVar[list[str]] = ["n_parameters", "segments", "denoises"]
 
@@ -150,15 +151,20 @@ class Network(nn.Module):
         return f"n_parameters={self.n_parameters:,}, halo={getattr(self, 'halo', None)}"
 
     # ----------------------------------------------------------------- training
-    def default_loss(self) -> nn.Module:
-        """The loss this network trains with unless told otherwise."""
+    # whether the default loss weighs classes by median(P/S)/(P/S) (Stacked-DenseUSeg)
+    class_weighted = False
+
+    def default_loss(self, class_weights: torch.Tensor | None = None) -> nn.Module:
+        """The loss this network trains with unless told otherwise; ``class_weights``
+        weigh its cross entropy."""
         from xctdask import losses
 
+        ce = losses.CrossEntropyLoss(weight=class_weights)
         if self.segments and self.denoises:
-            return losses.DenoiseSegmentLoss()
+            return losses.DenoiseSegmentLoss(segmentation=ce)
         if self.denoises:
             return losses.DenoiseLoss()
-        return losses.CrossEntropyLoss()
+        return ce
 
     def optimizer_groups(self, config: Any) -> list[dict[str, Any]]:
         """Parameter groups of the main optimiser (one group at ``config.lr``)."""

@@ -4,12 +4,14 @@ DenseUSeg (after the Stacked-DenseUSeg paper):
 
 * **stem**: three 3×3×3 convolutions to ``k0`` (32) maps, each followed by BN + ReLU;
   these are the *initial maps* at full resolution;
-* a stride-2 3×3×3 convolution;
+* "a 2x2x2 convolution with stride 2 to reduce their scale";
 * **four dense blocks** of four modules each; a module is BN-ReLU-Conv 1×1×1
   (bottleneck, ``4·g`` maps) then BN-ReLU-Conv 3×3×3 (``g`` = 64 new maps), dropout
   after the module, and its output is concatenated to its input;
 * between dense blocks a **transition**: BN-ReLU-Conv 1×1×1 compressing the maps by
-  θ = 0.5, then a stride-2 3×3×3 convolution;
+  θ = 0.5, then BN-ReLU-Conv 2×2×2 with stride 2 ("before each convolutional layer in
+  the Dense and Transition Blocks ... batch normalisation and the Rectified Linear Unit
+  (ReLU) are employed");
 * an **expansive path**: per level a 4×4×4 transposed convolution (stride 2, padding 1)
   halving the maps, concatenation with the skip (the dense block's output of that
   level, and finally the initial maps), then two 3×3×3 convolutions (BN + ReLU) that
@@ -23,7 +25,10 @@ Stacked-DenseUSeg shares the stem: a denoising DenseUSeg body (dropout 0.2) pred
 the denoised volume; its last feature maps pass a 3×3×3 convolution and are added to
 the initial maps to feed a segmenting body (dropout 0). ``forward`` returns
 ``(denoised, logits)``; :meth:`StackedDenseUSeg.param_groups` gives the two parts their
-own learning rates (1e-4 denoise, 1e-5 segment in the paper).
+own learning rates (1e-4 denoise, 1e-5 segment in the paper). It trains, as the paper
+does, with a class-weighted cross entropy, "W = median(P/S)/(P/S) where P is a vector
+of the pixel counts of the different classes and S is a vector that contains in how
+many samples of each class are present", plus 10 × the MSE to the clean scan.
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ __all__ = ["DenseUSeg", "StackedDenseUSeg"]
 
 
 def _bn_relu_conv(dims: int, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """BN-ReLU before a convolution (odd kernels keep the size; 2 with stride 2 halves)."""
+    padding = kernel // 2 if kernel % 2 else 0
     return nn.Sequential(
         blocks.norm("batch", dims, cin),
         nn.ReLU(inplace=True),
-        blocks.conv(dims, cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
+        blocks.conv(dims, cin, cout, kernel, stride=stride, padding=padding, bias=False),
     )
 
 
@@ -100,7 +107,9 @@ class _DenseBody(nn.Module):
     ):
         super().__init__()
         bottleneck = 4 * growth
-        self.down = blocks.conv(dims, k0, k0, 3, stride=2, padding=1, bias=False)
+        # "a 2x2x2 convolution with stride 2" after the stem (whose convolutions end in
+        # BN-ReLU already)
+        self.down = blocks.conv(dims, k0, k0, 2, stride=2, padding=0, bias=False)
         self.dense = nn.ModuleList()
         self.transitions = nn.ModuleList()
         channels, skips = k0, []
@@ -114,9 +123,9 @@ class _DenseBody(nn.Module):
             if b < n_blocks - 1:
                 squeezed = max(1, int(channels * compression))
                 self.transitions.append(
-                    nn.Sequential(
+                    nn.Sequential(  # BN-ReLU before each of its convolutions
                         _bn_relu_conv(dims, channels, squeezed, 1),
-                        blocks.conv(dims, squeezed, squeezed, 3, stride=2, padding=1, bias=False),
+                        _bn_relu_conv(dims, squeezed, squeezed, 2, stride=2),
                     )
                 )
                 channels = squeezed
@@ -161,7 +170,7 @@ def _halo(n_levels: int, modules_per_block: int) -> int:
     radius = 3  # the stem's three 3×3 convs
     for level in range(1, n_levels + 1):
         scale = 2**level
-        radius += scale // 2  # stride-2 conv entering this level
+        radius += scale // 2  # the 2×2 stride-2 conv entering this level
         radius += modules_per_block * scale  # one 3×3 conv per dense module
     for level in range(n_levels - 1, -1, -1):
         scale = 2**level
@@ -261,6 +270,7 @@ class StackedDenseUSeg(Network):
         _check(k0, growth, n_blocks, modules_per_block, compression, segment_dropout)
         self.config = arguments("stacked-denseuseg", config)
         self.outputs = ("denoised", "logits")
+        self.class_weighted = True  # the paper's weighted cross entropy
         self.spatial_dims = dims
         self.in_channels = in_channels
         self.n_classes = n_classes

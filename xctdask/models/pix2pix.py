@@ -118,7 +118,8 @@ class Pix2Pix(Network):
         return self.generator(x)
 
     # -------------------------------------------------------------- training
-    def default_loss(self) -> nn.Module:
+    def default_loss(self, class_weights=None) -> nn.Module:
+        """Adversarial + 100·L1 (the PXCT paper's Pix2Pix); class weights do not apply."""
         from xctdask.losses import Pix2PixLoss
 
         return Pix2PixLoss()

@@ -7,10 +7,17 @@ the top, ``f0`` feature maps at the top, doubling per level.
   residual 1×1(×1) convolution of the block's input added to its output, then dropout.
 * **DownBlock**: a strided 3×3(×3) convolution (``down="conv"``, learnable) or a 2×
   max-pool (``down="maxpool"``, rigid).
-* **UpBlock**: a 2×2(×2) stride-2 transposed convolution (``up="transposed"``) or
-  nearest-neighbour upsampling followed by a 1×1 convolution (``up="upsample"``).
+* **UpBlock**: the paper's 3×3(×3) stride-2 transposed convolution keeping the
+  channels (``up="transposed3"``), rigid nearest-neighbour up-sampling (``"rigid"``),
+  a 2×2(×2) stride-2 transposed convolution halving them (``"transposed"``, the
+  default), or nearest up-sampling then a 1×1 convolution (``"upsample"``).
+* Options of the paper's ablations and Table B.3: ``separable`` convolutions,
+  ``norm="layer"``, ``noise_sigma`` (Gaussian noise on the input while training),
+  ``bn_momentum``; and ``residual=False`` for the plain U-Net block of the PXCT and
+  noise-robustness studies.
 * ``skip=False`` drops the skip connections (the best stage-3 model of the SR-CT
-  pseudo-label paper: it cannot copy noisy pseudo labels straight through).
+  pseudo-label paper, not the Modular U-Net paper's: it cannot copy noisy pseudo
+  labels straight through).
 * ``context=k`` (2D only) is the 2.5D variant: ``k`` adjacent slices enter as
   channels and the output is the segmentation of the middle slice.
 
@@ -32,7 +39,12 @@ __all__ = ["ConvBlock", "ModularUNet"]
 
 
 class ConvBlock(nn.Module):
-    """Two convolutions with norm before each activation, a residual 1×1, dropout."""
+    """Two convolutions with norm before each activation, a residual 1×1, dropout.
+
+    ``residual=False`` drops the residual (the plain U-Net block of the PXCT and
+    noise-robustness studies); ``separable=True`` makes both convolutions depthwise
+    separable (the Modular U-Net paper's ablation).
+    """
 
     def __init__(
         self,
@@ -43,21 +55,33 @@ class ConvBlock(nn.Module):
         norm: str = "batch",
         activation: str = "relu",
         dropout: float = 0.0,
+        residual: bool = True,
+        separable: bool = False,
+        bn_momentum: float = 0.1,
     ):
         super().__init__()
+        make = blocks.separable_conv if separable else blocks.conv
+        bias = norm == "none"
         self.body = nn.Sequential(
-            blocks.conv(dims, in_channels, out_channels, 3, padding=1, bias=norm == "none"),
-            blocks.norm(norm, dims, out_channels),
+            make(dims, in_channels, out_channels, 3, padding=1, bias=bias),
+            blocks.norm(norm, dims, out_channels, momentum=bn_momentum),
             blocks.activation(activation, out_channels),
-            blocks.conv(dims, out_channels, out_channels, 3, padding=1, bias=norm == "none"),
-            blocks.norm(norm, dims, out_channels),
+            make(dims, out_channels, out_channels, 3, padding=1, bias=bias),
+            blocks.norm(norm, dims, out_channels, momentum=bn_momentum),
             blocks.activation(activation, out_channels),
         )
-        self.residual = blocks.conv(dims, in_channels, out_channels, 1)
+        self.residual = blocks.conv(dims, in_channels, out_channels, 1) if residual else None
         self.dropout = blocks.dropout(dims, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.body(x) + self.residual(x))
+        y = self.body(x)
+        if self.residual is not None:
+            y = y + self.residual(x)
+        return self.dropout(y)
+
+
+DOWNS = ("conv", "maxpool")
+UPS = ("transposed", "transposed3", "upsample", "rigid")
 
 
 def _down(dims: int, channels: int, kind: str) -> nn.Module:
@@ -65,18 +89,24 @@ def _down(dims: int, channels: int, kind: str) -> nn.Module:
         return blocks.conv(dims, channels, channels, 3, stride=2, padding=1)
     if kind == "maxpool":
         return blocks.pool(dims, 2)
-    raise ValueError(f"down must be 'conv' or 'maxpool', got {kind!r}")
+    raise ValueError(f"down must be one of {DOWNS}, got {kind!r}")
 
 
 def _up(dims: int, in_channels: int, out_channels: int, kind: str) -> nn.Module:
     if kind == "transposed":
         return blocks.conv_transpose(dims, in_channels, out_channels, 2, stride=2)
+    if kind == "transposed3":  # the paper's: 3×3 transposed, stride 2, channels kept
+        return blocks.conv_transpose(
+            dims, in_channels, in_channels, 3, stride=2, padding=1, output_padding=1
+        )
     if kind == "upsample":
         return nn.Sequential(
             nn.Upsample(scale_factor=2, mode="nearest"),
             blocks.conv(dims, in_channels, out_channels, 1),
         )
-    raise ValueError(f"up must be 'transposed' or 'upsample', got {kind!r}")
+    if kind == "rigid":  # no parameters: nearest-neighbour, channels kept
+        return nn.Upsample(scale_factor=2, mode="nearest")
+    raise ValueError(f"up must be one of {UPS}, got {kind!r}")
 
 
 class ModularUNet(Network):
@@ -96,12 +126,27 @@ class ModularUNet(Network):
         Keep the skip connections.
     context : int
         Odd number of adjacent slices given as channels (2D only; 1 = plain 2D).
-    down, up : str
-        ``"conv"`` / ``"maxpool"`` and ``"transposed"`` / ``"upsample"``.
-    norm : {"batch", "group", "instance", "none"}
+    down : {"conv", "maxpool"}
+        The paper's learnable DownBlock ("a 3 × 3 convolution with 2 × 2 stride") or
+        its rigid one (2× max-pool).
+    up : {"transposed", "transposed3", "upsample", "rigid"}
+        ``"transposed3"`` is the paper's UpBlock, "a 3 × 3 transposed convolution with
+        2 × 2 stride" keeping the channels; ``"rigid"`` up-samples without parameters
+        (nearest neighbour); ``"transposed"`` (2×2, halving the channels, the default)
+        and ``"upsample"`` (nearest + 1×1 convolution) are common variants.
+    norm : {"batch", "group", "instance", "layer", "none"}
     activation : {"relu", "prelu", "leaky_relu"}
     dropout : float
         Dropout at the end of every ConvBlock.
+    residual : bool
+        The ConvBlock's residual 1×1 convolution (False: the plain U-Net block).
+    separable : bool
+        Depthwise-separable 3×3 convolutions in the ConvBlocks.
+    noise_sigma : float
+        Zero-mean Gaussian noise added to the input while training (Table B.3: 0.03).
+    bn_momentum : float
+        BatchNorm momentum in PyTorch's convention (running ← (1 − m)·running + m·batch);
+        Keras's momentum ``k`` is ``m = 1 − k``: the paper's 0.5 is 0.5 in both.
     task : {"segment", "denoise"}
         ``"segment"``: ``n_classes`` logits (outputs ``("logits",)``); ``"denoise"``: an
         image of ``in_channels`` channels (outputs ``("denoised",)``, trained with MSE
@@ -135,6 +180,10 @@ class ModularUNet(Network):
         norm: str = "batch",
         activation: str = "relu",
         dropout: float = 0.0,
+        residual: bool = True,
+        separable: bool = False,
+        noise_sigma: float = 0.0,
+        bn_momentum: float = 0.1,
         task: str = "segment",
     ):
         config = dict(locals())
@@ -152,6 +201,14 @@ class ModularUNet(Network):
             raise ValueError("context (2.5D) applies to 2D networks only; use dims=2")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not noise_sigma >= 0:
+            raise ValueError(f"noise_sigma must be non-negative, got {noise_sigma!r}")
+        if not 0 < bn_momentum <= 1:
+            raise ValueError(f"bn_momentum must be in (0, 1], got {bn_momentum!r}")
+        if down not in DOWNS:
+            raise ValueError(f"down must be one of {DOWNS}, got {down!r}")
+        if up not in UPS:
+            raise ValueError(f"up must be one of {UPS}, got {up!r}")
         self.config = arguments("unet2d" if dims == 2 else "unet3d", config)
         del self.config["dims"]
         self.spatial_dims = dims
@@ -160,7 +217,15 @@ class ModularUNet(Network):
         self.in_channels = in_channels
         self.n_classes = n_classes if task == "segment" else 0
         self.outputs = ("logits",) if task == "segment" else ("denoised",)
-        options = {"norm": norm, "activation": activation, "dropout": dropout}
+        options = {
+            "norm": norm,
+            "activation": activation,
+            "dropout": dropout,
+            "residual": residual,
+            "separable": separable,
+            "bn_momentum": bn_momentum,
+        }
+        self.noise = blocks.GaussianNoise(noise_sigma)
         widths = [f0 * 2**level for level in range(depth + 1)]
         self.top = ConvBlock(dims, in_channels * context, widths[0], **options)
         self.encoder = nn.ModuleList()
@@ -172,7 +237,8 @@ class ModularUNet(Network):
         self.decoder = nn.ModuleList()
         for level in reversed(range(depth)):
             self.ups.append(_up(dims, widths[level + 1], widths[level], up))
-            joined = 2 * widths[level] if skip else widths[level]
+            arriving = widths[level + 1] if up in ("transposed3", "rigid") else widths[level]
+            joined = arriving + widths[level] if skip else arriving
             self.decoder.append(ConvBlock(dims, joined, widths[level], **options))
         out_channels = n_classes if task == "segment" else in_channels
         self.head = blocks.conv(dims, widths[0], out_channels, 1)
@@ -197,7 +263,7 @@ class ModularUNet(Network):
             )
         sizes = spatial_sizes(x)
         x, before = pad_to_multiple(x, self.multiple)
-        x = self.top(x)
+        x = self.top(self.noise(x))
         skips: list[torch.Tensor] = [x]
         for down, block in zip(self.downs, self.encoder):  # noqa: B905 (TorchScript)
             x = block(down(x))
