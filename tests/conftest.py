@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import dask
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# real CT data (see docs/data.md): $XCTDASK_TEST_DATA, else the development set-up's
+# shared/data folder beside the repository
+SHARED_DATA = Path(
+    os.environ.get(
+        "XCTDASK_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
+)
 
 
 def _refuse(*args, **kwargs):
@@ -30,7 +37,10 @@ def no_compute():
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} not present")
+        pytest.skip(
+            f"real CT data not found at {SHARED_DATA}: docs/data.md says where the files "
+            "come from; set XCTDASK_TEST_DATA to their folder"
+        )
     return SHARED_DATA
 
 

@@ -85,6 +85,11 @@ def test_demo_command_end_to_end(tmp_path):
     final = open_volume(out / "segmented_lq.zarr").values
     assert final.shape == (24, 64, 64) and final.max() < 3
     assert 0 <= report["lq"]["final_labels_miou"] <= 1
+    ious = report["lq"]["final_labels_iou"]  # per class, next to the mean
+    assert len(ious) == 3 and report["lq"]["final_labels_miou"] == round(np.nanmean(ious), 4)
+    assert open_volume(out / "segmented_lq.zarr", level=1).shape == (12, 32, 32)  # OME-Zarr
+    markdown = (out / "report.md").read_text()
+    assert "napari" in markdown and "Bin-ZeroOC" in markdown and "montage.png" in markdown
     for figure in report["figures"]:
         assert Path(figure).read_bytes()[:4] == b"\x89PNG"
     again = _run("demo", "--out", str(out), *small, "--workers", "1")

@@ -19,6 +19,7 @@ from typing import Any
 
 import dask
 import dask.array
+import numpy as np
 
 from xctdask import metrics, phantoms, viz
 from xctdask.io import open_volume, save_volume
@@ -152,8 +153,13 @@ def run_demo(
         progress=progress,
     ).fit(ds.lq)
     final = segmenter.transform(ds.lq)
-    save_volume(
-        final, out / "segmented_lq.zarr", overwrite=overwrite, kind="labels", progress=progress
+    save_volume(  # OME-Zarr, as the scans: napari's OME-Zarr reader opens the result too
+        final,
+        out / "segmented_lq.zarr",
+        multiscale=True,
+        overwrite=overwrite,
+        kind="labels",
+        progress=progress,
     )
     segmenter.save(out / "segmenter.pt", overwrite=overwrite)
     final = open_volume(out / "segmented_lq.zarr")
@@ -161,9 +167,10 @@ def run_demo(
     inside = dask.array.where(pseudo.data == 255, 255, ds.labels.data)  # FOV only
     mapping = metrics.match_labels(pseudo.data, inside, n, n)  # cluster ids → classes
     matched = metrics.apply_mapping(final.data, mapping)
-    quality["lq"]["final_labels_miou"] = round(
-        float(metrics.mean_iou(matched, inside, n_classes=n).compute()), 4
-    )
+    per_class = metrics.iou(matched, inside, n_classes=n)
+    per_class = [round(float(v), 4) for v in np.asarray(dask.compute(per_class)[0])]
+    quality["lq"]["final_labels_iou"] = per_class
+    quality["lq"]["final_labels_miou"] = round(float(np.nanmean(per_class)), 4)
     quality["lq"]["final_differs_from_pseudo_fraction"] = round(
         float(
             ((final.data != metrics.apply_mapping(pseudo.data, mapping)) & (inside != 255))
@@ -210,4 +217,50 @@ def run_demo(
         "figures": [str(out / "montage.png"), str(out / "training_curves.png")],
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(_markdown(report, out))
     return report
+
+
+def _markdown(report: dict[str, Any], out: Path) -> str:
+    """The report a person reads: scores per class, figures, how to look and go on."""
+    names = report["class_names"]
+    lq = report["lq"]
+    rows = [
+        ("ZeroOC (majority class)", lq["zero_oc_iou"], lq["zero_oc_miou"]),
+        ("Bin-ZeroOC (majority per gray value)", lq["bin_zero_oc_iou"], lq["bin_zero_oc_miou"]),
+        ("intensity-only IoU bound", lq["intensity_iou_bound_iou"], lq["intensity_iou_bound_miou"]),
+        ("final labels (stages 2, 3)", lq["final_labels_iou"], lq["final_labels_miou"]),
+    ]
+    table = ["| labels | " + " | ".join(names) + " | mean |", "|---" * (len(names) + 2) + "|"]
+    for title, ious, mean in rows:
+        table.append(f"| {title} | " + " | ".join(f"{v:.3f}" for v in ious) + f" | {mean:.3f} |")
+    return f"""# xctdask demo: {report["kind"]} phantom {tuple(report["shape"])}
+
+The LQ scan ({report["lq_angles"]} projection angles; PSNR {lq["psnr_db"]} dB against the
+noise-free attenuation) was segmented without any label: stage-1 pseudo labels (mIoU
+{lq["pseudo_labels_miou"]:.3f}), stage-2 training on them, stage-3 self-correction, then
+seamless inference. IoU against the phantom's exact labels, inside the field of view:
+
+{chr(10).join(table)}
+
+The baselines are the Modular U-Net paper's (ZeroOC, Bin-ZeroOC: the minimum to beat)
+and the best per-class IoU any intensity-only rule can reach; they are computed with
+the truth, so they are references, not methods.
+
+![slices](montage.png)
+
+![training](training_curves.png)
+
+## Look at it
+
+```bash
+pip install napari napari-ome-zarr
+napari --plugin napari-ome-zarr {out / "lq.zarr"} {out / "segmented_lq.zarr"}
+```
+
+## The same on your scan
+
+```bash
+xctdask segment your_scan.zarr your_labels.zarr --classes {len(names)}
+```
+"""

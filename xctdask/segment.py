@@ -58,8 +58,9 @@ class Segmenter:
     context : int
         Adjacent slices a 2.5D network sees (odd; 1 for plain 2-D).
     skip : bool
-        U-Net skip connections (off by default: the Modular U-Net study found the
-        network without skips more robust to noise and few labels).
+        U-Net skip connections (off by default: in the SR-CT self-correction paper's
+        Table I the U-Net without skips, "U-Net*", was the best stage-3 model, 51.0
+        against 40.3 mIoU with skips; it cannot copy noisy pseudo labels through).
     depth, f0 : int
         U-Net depth and first-level feature maps.
     patch : int
