@@ -4,17 +4,47 @@ Run on a login node (pip install "xctdask[gpu,deploy]"):
 
     python jobqueue_cluster.py /data/scan.zarr /data/labels.zarr --jobs 4
 
-Each SLURM job runs one ``dask-cuda-worker`` per GPU of its node (here 4 GPUs per job),
-so every worker owns one GPU; xctdask sends the network to each worker once.
-Adapt queue, account, walltime and the module/conda lines to your site.
+Each SLURM job runs dask-cuda's worker, one worker process per GPU of its node (here 4
+GPUs per job), so every worker owns one GPU; xctdask sends the network to each worker
+once. ``--cpu`` starts plain CPU workers instead. Adapt queue, account, walltime and
+the environment lines to your site; ``--print`` shows the job script and submits
+nothing.
+
+dask-jobqueue starts a worker as ``python -m <worker_command>``: the command is a
+*module*. dask-cuda's is ``dask_cuda.cli`` (made runnable with ``python -m`` for exactly
+this, dask-cuda PR #1181); ``"dask-cuda-worker"`` would read ``python -m
+dask-cuda-worker``, which cannot start.
 """
+
+from __future__ import annotations
 
 import argparse
 
-from dask.distributed import Client
-from dask_jobqueue import SLURMCluster
+GPU_WORKER_MODULE = "dask_cuda.cli"
+GPUS_PER_JOB = 4
 
-import xctdask as xd
+
+def make_cluster(queue: str = "gpu", account: str | None = None, *, gpu: bool = True):
+    """The SLURMCluster of this recipe (no job is submitted until ``scale``)."""
+    from dask_jobqueue import SLURMCluster
+
+    options = dict(
+        queue=queue,
+        account=account,
+        cores=32,
+        memory="480GB",
+        walltime="04:00:00",
+        job_script_prologue=["source ~/.bashrc", "conda activate xctdask"],
+    )
+    if gpu:
+        options.update(
+            processes=GPUS_PER_JOB,  # one worker process per GPU
+            job_extra_directives=[f"--gres=gpu:{GPUS_PER_JOB}"],
+            worker_command=GPU_WORKER_MODULE,
+        )
+    else:
+        options.update(processes=4)
+    return SLURMCluster(**options)
 
 
 def main() -> None:
@@ -25,24 +55,24 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--queue", default="gpu")
     parser.add_argument("--account", default=None)
+    parser.add_argument("--cpu", action="store_true", help="plain CPU workers")
+    parser.add_argument("--print", action="store_true", help="show the job script only")
     args = parser.parse_args()
 
-    cluster = SLURMCluster(
-        queue=args.queue,
-        account=args.account,
-        cores=32,
-        processes=4,  # one worker process per GPU
-        memory="480GB",
-        walltime="04:00:00",
-        job_extra_directives=["--gres=gpu:4"],
-        # dask-cuda-worker pins one GPU per process and sets CUDA_VISIBLE_DEVICES
-        worker_command="dask-cuda-worker",
-        job_script_prologue=["source ~/.bashrc", "conda activate xctdask"],
-    )
+    cluster = make_cluster(args.queue, args.account, gpu=not args.cpu)
+    if args.print:
+        print(cluster.job_script())
+        cluster.close()
+        return
+
+    from dask.distributed import Client
+
+    import xctdask as xd
+
     cluster.scale(jobs=args.jobs)
     with Client(cluster) as client:
         print("dashboard:", client.dashboard_link)
-        client.wait_for_workers(4 * args.jobs, timeout=1800)
+        client.wait_for_workers(GPUS_PER_JOB * args.jobs, timeout=1800)
         vol = xd.open_volume(args.input)
         labels = xd.segment(vol, args.classes)
         xd.save_volume(labels, args.output, kind="labels")
