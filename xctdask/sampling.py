@@ -82,19 +82,31 @@ def _cell_boxes(
 def _chunk_stats(
     target: np.ndarray, reservoir: int, seed: int, box: tuple[tuple[int, int], ...]
 ) -> _CellStats:
+    """Counts per class and up to ``reservoir`` uniformly drawn positions per class.
+
+    Positions come from random probes of the cell (a few reservoirs' worth); only a
+    class too rare to fill its reservoir that way is searched voxel by voxel, so a cell
+    costs about one pass (the counts), not one pass per class.
+    """
     t = np.asarray(target)
     flat = t.ravel()
-    labelled = flat[flat != UNLABELLED]
-    if labelled.size and (labelled.min() < 0 or labelled.max() > UNLABELLED):
-        bad = labelled[(labelled < 0) | (labelled > UNLABELLED)][0]
-        raise ValueError(f"target holds label {bad}, outside 0..254 (255 = unlabelled)")
+    if flat.size and np.dtype(flat.dtype).kind == "i" and flat.min() < 0:
+        raise ValueError(f"target holds label {flat.min()}, outside 0..254 (255 = unlabelled)")
+    if flat.size and flat.max() > UNLABELLED:
+        raise ValueError(f"target holds label {flat.max()}, outside 0..254 (255 = unlabelled)")
+    every = np.bincount(flat, minlength=UNLABELLED + 1)[:UNLABELLED]
+    present = np.flatnonzero(every)
     # as long as the largest label here; the range check against n_classes is global
-    counts = np.bincount(labelled.astype(np.int64))
+    counts = every[: present[-1] + 1] if present.size else every[:0]
     rng = np.random.default_rng(seed)
     origin = np.array([lo for lo, _ in box])
+    probes = rng.integers(0, flat.size, min(flat.size, 8 * reservoir * max(1, present.size)))
+    probed = flat[probes]
     positions = {}
-    for c in np.flatnonzero(counts):
-        idx = np.flatnonzero(flat == c)
+    for c in present:
+        idx = np.unique(probes[probed == c])
+        if idx.size < min(reservoir, every[c]):  # rare here: search it exactly
+            idx = np.flatnonzero(flat == c)
         if idx.size > reservoir:
             idx = rng.choice(idx, reservoir, replace=False)
         positions[int(c)] = np.stack(np.unravel_index(idx, t.shape), axis=1) + origin

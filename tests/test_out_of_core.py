@@ -1,0 +1,137 @@
+"""Out of core, proved: a volume ten times the cluster's memory goes through every stage.
+
+A cluster whose workers have a hard memory limit (``LIMIT``); a Zarr volume of at
+least ten times their total goes through ``pseudo_labels`` → ``save_volume`` and
+``xctdask segment`` with few steps, whose inference is ``predict`` of a small network
+(a U-Net of depth 1, one feature map) → ``save_volume`` over the whole volume. (A
+separate ``predict`` of a 1×1 network → ``save_volume`` passed the same way, 52 s on
+2 cores; it is left out to keep CI under 15 minutes.)
+No worker may be paused, restarted or killed for memory, and the peak resident memory
+of every worker is reported (and stays under its limit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+import xctdask as xd
+from xctdask.cli import main
+
+# A worker process with torch, dask and zarr loaded is ~400 MB by itself, and one
+# block of inference briefly needs ~250 MB more: one process with two threads shares
+# that baseline between two tasks at a time.
+LIMIT = 1024 * 2**20  # bytes per worker
+WORKERS, THREADS = 1, 2
+SHAPE = (1280, 1024, 1024)  # float64: 10.7 GB ≥ 10 × 1 GiB
+STORAGE = (16, 256, 256)  # 8 MiB chunks
+CHUNK_SIZE = "16MiB"  # Dask chunks of two storage chunks: tasks stay small
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _paused(client, address: str) -> int:
+    """How often the scheduler saw this worker pause (its status-change events)."""
+    events = client.get_events(address)
+    return sum(
+        1
+        for _, event in events
+        if isinstance(event, dict)
+        and event.get("action") == "worker-status-change"
+        and event.get("status") == "paused"
+    )
+
+
+def _noise(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 0.2, (32, 256, 256))
+
+
+def _ct_like(shape, chunks, seed=0):
+    """Two phases plus noise, cheap to make chunk by chunk (float64: many bytes per
+    voxel). The noise is one shared 32×256×256 field (one key), shifted per chunk, so
+    making 10 GB costs an addition per voxel, not a random draw."""
+    shared = dask.delayed(_noise, pure=True)(seed)  # made once, on a worker
+
+    def block(noise, block_info=None):
+        info = block_info[None]
+        (z0, z1), (y0, y1), (x0, x1) = info["array-location"]
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        phase = ((np.sin(yy / 23.0) + np.cos(xx / 17.0)) > 0.6).astype(np.float64)
+        shift = sum(info["chunk-location"]) % 16
+        return 1.0 + phase[None] + noise[shift : shift + z1 - z0, : y1 - y0, : x1 - x0]
+
+    return da.map_blocks(
+        block,
+        shared,
+        chunks=da.core.normalize_chunks(chunks, shape),
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0), np.float64),
+    )
+
+
+@pytest.mark.slow
+def test_a_volume_ten_times_the_cluster_memory(tmp_path, capsys):
+    import time
+
+    start = time.perf_counter()
+    from distributed import Client, LocalCluster
+
+    nbytes = int(np.prod(SHAPE)) * 8
+    assert nbytes >= 10 * WORKERS * LIMIT
+    with (
+        dask.config.set({"array.chunk-size": CHUNK_SIZE}),
+        LocalCluster(
+            n_workers=WORKERS,
+            threads_per_worker=THREADS,
+            memory_limit=LIMIT,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        workers = set(client.scheduler_info()["workers"])
+        stages = {}
+        clock = time.perf_counter()
+        xd.save_volume(  # lz4: CI time goes to the stages under test, not to zstd
+            _ct_like(SHAPE, STORAGE), tmp_path / "big.zarr", compression="lz4", progress=False
+        )
+        vol = xd.open_volume(tmp_path / "big.zarr")
+        stages["write"], clock = time.perf_counter() - clock, time.perf_counter()
+
+        labeler = xd.PseudoLabeler(2).fit(vol)
+        xd.save_volume(labeler.predict(vol), tmp_path / "pseudo.zarr", progress=False)
+        pseudo = xd.open_volume(tmp_path / "pseudo.zarr")
+        stages["pseudo_labels"], clock = time.perf_counter() - clock, time.perf_counter()
+        middle = pseudo[SHAPE[0] // 2].values
+        assert set(np.unique(middle)) == {0, 1} and middle.mean() > 0.05
+
+        argv = ["segment", str(tmp_path / "big.zarr"), str(tmp_path / "seg.zarr")]
+        argv += ["--classes", "2", "--steps", "3", "--steps-self-correct", "0"]
+        argv += ["--patch", "64", "--depth", "1", "--f0", "1", "--context", "1"]
+        argv += ["--tile", "256", "--overlap", "0", "--batch-size", "4"]
+        argv += ["--scheduler", client.scheduler.address]
+        assert main(argv) == 0, capsys.readouterr().err
+        report = json.loads(capsys.readouterr().out)
+        stages["segment"] = time.perf_counter() - clock
+        assert report["chunks_written"] > 0
+
+        peaks = client.run(_peak_mb)
+        paused = {address: _paused(client, address) for address in workers}
+        still = set(client.scheduler_info()["workers"])
+    print(
+        f"out of core: {nbytes / 1e9:.2f} GB through {WORKERS} worker(s) × "
+        f"{LIMIT / 2**20:.0f} MiB in {time.perf_counter() - start:.0f} s; peak resident "
+        f"memory per worker (MB): {peaks}; seconds per stage: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
+    )
+    assert still == workers  # the same processes: none restarted or killed
+    assert sum(paused.values()) == 0, paused
+    assert all(mb * 2**20 < LIMIT for mb in peaks.values()), peaks
+    assert os.path.getsize(tmp_path / "seg.zarr" / "zarr.json") > 0
