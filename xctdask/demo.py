@@ -185,6 +185,7 @@ def run_demo(
         metrics.apply_mapping(pseudo.data, mapping),
         matched,
         titles=("LQ scan", "truth", "pseudo labels", "final labels"),
+        class_names=list(ds.attrs["class_names"]),
         path=out / "montage.png",
     )
     viz.training_curves(

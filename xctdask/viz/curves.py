@@ -82,9 +82,10 @@ def training_curves(
         panels.append("val_psnr")
     if any(r.get("mean_confidence") for r in records):
         panels.append("confidence")
+    against = sorted({r.get("validated_against") for r in records if r.get("validated_against")})
     titles = {
         "loss": "training loss",
-        "val_miou": "validation mIoU",
+        "val_miou": "validation mIoU" + (f" vs {' / '.join(against)}" if against else ""),
         "val_psnr": "validation PSNR (dB)",
         "confidence": "teacher: mean confidence / masked fraction",
     }

@@ -31,6 +31,7 @@ def montage(
     alpha: float = 0.45,
     path: str | os.PathLike | None = None,
     cmap: str = "tab10",
+    class_names: list[str] | tuple[str, ...] | None = None,
 ):
     """A grid of slices: the image alone, then the image under each label overlay.
 
@@ -47,6 +48,9 @@ def montage(
         How many evenly spaced slices, or which ones.
     path : optional
         Also write the figure there (PNG, 120 dpi).
+    class_names : list of str, optional
+        Names of labels 0, 1, ...: a legend of their colours under the figure (default:
+        "class 0", "class 1", ... up to the largest label shown).
 
     Returns
     -------
@@ -85,6 +89,7 @@ def montage(
         len(index), columns, figsize=(3 * columns, 3 * len(index)), squeeze=False
     )
     colours = plt.get_cmap(cmap)
+    shown = 0
     for row, k in enumerate(index):
         img = _slice(image, axis, int(k)).astype(np.float32)
         finite = img[np.isfinite(img)]
@@ -94,6 +99,8 @@ def montage(
             ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
             if col:
                 labels = _slice(overlays[col - 1], axis, int(k))
+                present = labels[labels != 255]
+                shown = max(shown, int(present.max()) + 1 if present.size else 0)
                 rgba = colours(labels % colours.N)
                 rgba[..., 3] = np.where(labels == 255, 0.0, alpha)
                 ax.imshow(rgba)
@@ -103,7 +110,18 @@ def montage(
                 ax.set_title(titles[col], fontsize=10)
             if col == 0:
                 ax.set_ylabel(f"{'zyx'[axis]} = {int(k)}")
-    fig.tight_layout()
+    if overlays:
+        from matplotlib.patches import Patch
+
+        names = list(class_names) if class_names else [f"class {c}" for c in range(shown)]
+        handles = [
+            Patch(color=colours(c % colours.N), alpha=max(alpha, 0.6), label=f"{c}: {name}")
+            for c, name in enumerate(names)
+        ]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=9)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
