@@ -22,6 +22,7 @@ import dask.array
 import numpy as np
 
 from xctdask import metrics, phantoms, viz
+from xctdask._progress import compute
 from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler
 from xctdask.segment import Segmenter
@@ -81,7 +82,8 @@ def run_demo(
 
     done = _stage(f"simulating a {kind} phantom of shape {shape}")
     ds = phantoms.make(kind, shape, seed, lazy=True).persist()
-    dask.compute(ds.labels.data.sum())  # wait for the simulation, timing it honestly
+    # wait for the simulation (timing it honestly), with a bar: it is the longest silence
+    compute(ds.labels.data.sum(), progress=progress)
     done()
 
     done = _stage(f"writing OME-Zarr stores to {out}")
