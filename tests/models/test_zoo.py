@@ -148,7 +148,7 @@ def test_the_halo_bounds_the_receptive_field():
         ("unet2d", {"depth": 0}, "depth"),
         ("unet2d", {"context": 2}, "odd"),
         ("unet3d", {"context": 3}, "2D networks only"),
-        ("unet2d", {"norm": "layer"}, "norm"),
+        ("unet2d", {"norm": "weight"}, "norm"),
         ("unet2d", {"activation": "gelu"}, "activation"),
         ("denseuseg", {"growth": 0}, "growth"),
     ],
