@@ -1,5 +1,3 @@
-
-
 def test_the_montage_has_a_class_legend():
     import numpy as np
 
