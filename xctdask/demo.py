@@ -242,7 +242,8 @@ def _markdown(report: dict[str, Any], out: Path) -> str:
 The LQ scan ({report["lq_angles"]} projection angles; PSNR {lq["psnr_db"]} dB against the
 noise-free attenuation) was segmented without any label: stage-1 pseudo labels (mIoU
 {lq["pseudo_labels_miou"]:.3f}), stage-2 training on them, stage-3 self-correction, then
-seamless inference. IoU against the phantom's exact labels, inside the field of view:
+seamless inference. IoU against the phantom's exact labels (the final labels inside
+the field of view; the baselines over the whole volume):
 
 {chr(10).join(table)}
 
