@@ -69,6 +69,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Make a phantom, segment its LQ scan without labels, return and save the report.
 
+    **Computes** everything: the phantom is simulated and persisted on the cluster
+    first, then each stage writes its stores.
+
     Uses the active Dask client, or whatever scheduler is configured. Writes
     ``out/{labels,hq,lq,pseudo_labels_hq,pseudo_labels_lq,segmented_lq}.zarr``,
     ``out/segmenter.pt``, ``out/montage.png``, ``out/training_curves.png`` and

@@ -161,9 +161,10 @@ def source_of(array: Any, others: dict[str, Any] | None = None) -> Any:
 def bind(sources: dict[str, Any], region: Region, client: Any = None) -> dict[str, Any]:
     """The sources ready for a task that reads ``region``.
 
-    A graph source becomes its region: with a ``client``, a future of the region (its
-    few tasks run on the cluster, which also holds persisted data) that the task
-    receives as an array; without one, the region's Dask array, computed in the task.
+    A graph source becomes its region: with a ``client``, a future of the region (this
+    **starts computing** its few tasks on the cluster, which also holds persisted data)
+    that the task receives as an array; without one, the region's Dask array, which
+    :func:`read_region` computes in the task.
     """
     bound = {}
     for role, source in sources.items():
@@ -198,7 +199,8 @@ def _waits(source: Any) -> bool:
 
 def read_region(sources: dict[str, Any], region: Region) -> dict[str, Any]:
     """Every role's values on ``region`` (the sources :func:`bind` returned); a
-    :class:`Pointwise` role is computed from its input's region, read once."""
+    :class:`Pointwise` role is computed from its input's region, read once. **Computes**
+    (reads) the region; a bound graph source runs on the synchronous scheduler."""
     done: dict[str, Any] = {}
     waiting = dict(sources)
     while waiting:

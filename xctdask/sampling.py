@@ -49,7 +49,7 @@ from xctdask.backend import (
     validate_volume,
 )
 from xctdask.cluster import active_client
-from xctdask.regions import bind, cut_patches, describe, source_of
+from xctdask.regions import InMemory, bind, cut_patches, describe, source_of
 
 __all__ = ["PARTS", "PatchSampler"]
 
@@ -231,10 +231,6 @@ class PatchSampler:
         self.target_name = target_name
         self._validation_cache: dict[tuple, list] = {}
         self._streams: weakref.WeakSet = weakref.WeakSet()
-        # in-memory inputs are cut here: a cluster would receive their chunks every batch
-        self.in_memory = not any(
-            isinstance(unwrap(x), da.Array) for x in (image, target, clean) if x is not None
-        )
         self.image = as_dask(image)
         self.target = None if target is None else as_dask(target).rechunk(self.image.chunks)
         self.clean = None if clean is None else as_dask(clean).rechunk(self.image.chunks)
@@ -244,6 +240,8 @@ class PatchSampler:
         for role, value in (("target", target), ("clean", clean)):
             if value is not None:
                 self._sources[role] = source_of(value, {"image": image})
+        # in-memory inputs are cut here: a cluster would receive their chunks every batch
+        self.in_memory = all(isinstance(s, InMemory) for s in self._sources.values())
         self.cell = self._cell_shape(image, cell)
         self._grid = _cell_boxes(tuple((0, n) for n in shape), self.cell)
         depth = patch[0] if patch[0] > 1 else context

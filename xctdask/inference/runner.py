@@ -122,11 +122,12 @@ def inference_allocator():
 
 def release_memory() -> None:
     """Give the heap's free memory back to the system (tuned glibc only; ≈ 1 ms)."""
-    if not _ALLOCATOR_TUNED:
+    libc = _libc()
+    if libc is None or not _ALLOCATOR_TUNED:
         return
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
+        libc.malloc_trim(0)
+    except AttributeError:
         pass
 
 

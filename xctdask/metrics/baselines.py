@@ -129,6 +129,7 @@ def zero_oc(
     "Classify every voxel with the majority class" (Modular U-Net paper, Table D.4):
     the majority class scores its share of the voxels, every other class 0. The image
     is not needed (only the class counts); it is accepted for symmetry and checked.
+    **Computes** the class counts (one pass over ``truth``).
 
     Examples
     --------

@@ -349,7 +349,7 @@ class PseudoLabeler:
         d = as_dask(data, chunks=-1 if not lazy else "auto")
         m = None if mask is None else (mask if is_dask(mask) else da.from_array(mask, chunks=-1))
         labels = self._predict_dask(d, m)
-        by_region = self._region_rule(requested, mask)
+        by_region = self._region_rule(requested, mask, np.dtype(d.dtype))
         if lazy and by_region is not None:  # readers of regions relabel what they read
             register_pointwise(labels, d, by_region)
         if not lazy:
@@ -363,15 +363,16 @@ class PseudoLabeler:
             )
         return labels
 
-    def _region_rule(self, requested: Any, resolved: Any) -> RelabelRegion | None:
+    def _region_rule(self, requested: Any, resolved: Any, dtype: np.dtype) -> RelabelRegion | None:
         """The voxel-wise rule behind ``predict``'s lazy result, when it is one: an
         interval rule, with no mask or the field of view's cylinder."""
         if self.rule_ is None:
             return None
+        lut = self.rule_.lookup_table(dtype) if has_lookup_table(dtype) else None
         if requested is None or resolved is None:
-            return RelabelRegion(self.rule_, None)
+            return RelabelRegion(self.rule_, None, lut)
         if isinstance(requested, str) and requested == "cylinder":
-            return RelabelRegion(self.rule_, self.field_of_view_)
+            return RelabelRegion(self.rule_, self.field_of_view_, lut)
         return None  # a user's mask array: not a function of the region alone
 
     def _predict_dask(self, d: da.Array, m: da.Array | None) -> da.Array:
@@ -565,6 +566,7 @@ class RelabelRegion:
 
     rule: IntervalRule
     field_of_view: FieldOfView | None
+    lut: Any = None  # the rule's lookup table for 8/16-bit scans, made once
 
     def __call__(self, values: Any, region: tuple[tuple[int, int], ...]) -> Any:
         from xctdask.backend import array_module
@@ -575,7 +577,7 @@ class RelabelRegion:
             inside = self.field_of_view.inside(np.arange(y0, y1), np.arange(x0, x1))
             xp = array_module(values)
             mask = xp.broadcast_to(xp.asarray(inside), (z1 - z0, *inside.shape))
-        return relabel_block(values, mask, self.rule, None)
+        return relabel_block(values, mask, self.rule, self.lut)
 
 
 def _tolist(value: Any) -> Any:
