@@ -34,7 +34,7 @@ from xctdask.engine import resolve_device
 from xctdask.inference.mergers import MERGERS
 from xctdask.inference.plan import InferencePlan, Region, Slicing
 
-__all__ = ["BlockSpec", "placed", "run_block", "tune_allocator"]
+__all__ = ["BlockSpec", "cap_cuda_memory", "placed", "run_block", "tune_allocator"]
 
 _PLACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
@@ -116,6 +116,7 @@ def inference_allocator():
             _BLOCKS_RUNNING -= 1
             if _BLOCKS_RUNNING == 0:
                 restore_allocator()
+                release_cuda_cache()
             else:
                 release_memory()
 
@@ -131,12 +132,61 @@ def release_memory() -> None:
         pass
 
 
+def release_cuda_cache() -> bool:
+    """Return PyTorch's cached, unused GPU blocks to the driver.
+
+    PyTorch keeps freed GPU memory in its caching allocator, where neither dask-cuda's
+    memory limit nor CuPy's pool can see or reuse it. Called when the last inference
+    block of a process ends, so the CuPy chunks of later tasks (pseudo labels, metrics)
+    find the GPU memory the network used. Returns whether anything was released.
+    """
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return False
+    torch.cuda.empty_cache()
+    return True
+
+
+_CAPPED: set[int] = set()
+
+
+def cap_cuda_memory(device: torch.device, fraction: float | None = None) -> float | None:
+    """Cap PyTorch's share of ``device``'s memory, once per process and device.
+
+    ``fraction`` defaults to the environment variable ``XCTDASK_CUDA_MEMORY_FRACTION``
+    (unset: no cap, PyTorch's default). With dask-cuda, set it below 1 minus the share
+    the worker's CuPy/RMM chunks need, for example ``0.6`` with ``--rmm-pool-size`` at
+    30 % of the GPU: PyTorch then raises an out-of-memory error inside the task
+    instead of starving the pool. Returns the cap applied, or ``None``.
+
+    Examples
+    --------
+    >>> cap_cuda_memory(torch.device("cpu"), 0.5) is None
+    True
+    """
+    if device.type != "cuda":
+        return None
+    if fraction is None:
+        value = os.environ.get("XCTDASK_CUDA_MEMORY_FRACTION")
+        if not value:
+            return None
+        fraction = float(value)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the CUDA memory fraction must be in (0, 1], got {fraction}")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _CAPPED:
+        torch.cuda.set_per_process_memory_fraction(fraction, index)
+        _CAPPED.add(index)
+    return fraction
+
+
 def placed(net: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """``net`` in eval mode on ``device``, made once per process and device."""
+    """``net`` in eval mode on ``device``, made once per process and device (and the
+    process's PyTorch GPU memory capped there, see :func:`cap_cuda_memory`)."""
     with _LOCK:
         per_net = _PLACED.setdefault(net, {})
         key = (str(device), channels_last)
         if key not in per_net:
+            cap_cuda_memory(device)
             module = net if device.type == "cpu" else copy.deepcopy(net).to(device)
             if channels_last:
                 module = module.to(memory_format=torch.channels_last)
