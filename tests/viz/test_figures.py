@@ -42,7 +42,26 @@ def test_confusion_rows_are_normalised():
     fig = confusion(np.array([[8, 2], [0, 5]]), class_names=["a", "b"])
     shown = fig.axes[0].get_images()[0].get_array()
     np.testing.assert_allclose(shown, [[0.8, 0.2], [0, 1]])
-    with pytest.raises(ValueError, match="square"):
-        confusion(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        confusion(np.zeros((2, 3, 1)))
     with pytest.raises(ValueError, match="names"):
         confusion(np.eye(2), class_names=["a"])
+
+
+def test_confusion_draws_non_square_matrices_normalised_each_way():
+    """Pseudo clusters (rows) against final classes (columns): 4 × 3."""
+    matrix = np.array([[6, 0, 2], [0, 3, 0], [1, 1, 0], [0, 0, 0]])
+    for how, expected in [
+        ("row", matrix / np.maximum(matrix.sum(1, keepdims=True), 1)),
+        ("column", matrix / matrix.sum(0, keepdims=True)),
+        ("all", matrix / matrix.sum()),
+    ]:
+        fig = confusion(matrix, normalize=how, ylabel="cluster K", xlabel="class C")
+        shown = fig.axes[0].get_images()[0].get_array()
+        np.testing.assert_allclose(shown, expected)
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2"]
+        assert fig.axes[0].get_ylabel() == "cluster K"
+    with pytest.raises(ValueError, match="normalize"):
+        confusion(matrix, normalize="diagonal")
+    with pytest.raises(ValueError, match="column names"):
+        confusion(matrix, column_names=["a"])

@@ -1,0 +1,302 @@
+"""What every study shares: the data, the run sizes, fitting, scoring and the result.
+
+A study is a thin script over the library. It takes a volume (a user's scan with its
+true labels, or a built-in phantom), trains small networks at a size that fits the
+machine (:data:`SIZES`), and returns a :class:`StudyResult`: the numbers (written as
+JSON), the figures (PNG) and a one-screen summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SIZES",
+    "RunSize",
+    "StudyData",
+    "StudyResult",
+    "fit_network",
+    "load_data",
+    "predict_labels",
+    "scores",
+    "steps_bar",
+]
+
+
+@dataclass(frozen=True)
+class RunSize:
+    """How big a study's runs are: the phantom, the networks and their training.
+
+    ``tiny`` runs in seconds (CI), ``small`` in minutes on a 2-core laptop, ``medium``
+    wants a GPU or patience.
+    """
+
+    shape: tuple[int, int, int]
+    steps: int
+    steps_self_correct: int
+    patch: int
+    depth: int
+    f0: int
+    batch_size: int
+    context: int = 3
+    lr: float = 3e-3
+
+
+SIZES: dict[str, RunSize] = {
+    "tiny": RunSize((12, 40, 40), steps=3, steps_self_correct=2, patch=32, depth=1, f0=4,
+                    batch_size=2),
+    "small": RunSize((32, 128, 128), steps=150, steps_self_correct=100, patch=64, depth=2,
+                     f0=8, batch_size=8),
+    "medium": RunSize((64, 256, 256), steps=600, steps_self_correct=600, patch=128, depth=3,
+                      f0=16, batch_size=8),
+}  # fmt: skip
+
+
+@dataclass
+class StudyData:
+    """A volume to study: the image, its true labels (if any), and their classes."""
+
+    image: np.ndarray
+    labels: np.ndarray | None
+    n_classes: int
+    class_names: list[str]
+    source: str
+    clean: np.ndarray | None = None
+
+    def require_labels(self, study: str) -> np.ndarray:
+        if self.labels is None:
+            raise ValueError(
+                f"the {study} study scores against true labels: give them with labels= "
+                "(--labels on the CLI), or run it on a built-in phantom"
+            )
+        return self.labels
+
+
+def _read(source: Any, name: str, storage_options: dict | None) -> np.ndarray:
+    from xctdask.io import open_volume
+
+    data = open_volume(source, storage_options=storage_options) if source is not None else None
+    if data is None:
+        raise ValueError(f"no {name} given")
+    if data.ndim != 3:
+        raise ValueError(f"the {name} must be a 3-D volume (z, y, x), got {data.ndim} dims")
+    return np.asarray(data.data.compute())
+
+
+def load_data(
+    volume: Any = None,
+    labels: Any = None,
+    *,
+    n_classes: int | None = None,
+    kind: str = "fibre-composite",
+    size: str | RunSize = "small",
+    scan: str = "lq",
+    seed: int = 0,
+    storage_options: dict | None = None,
+) -> StudyData:
+    """The study's data: ``volume`` and ``labels`` (paths or arrays; **computes**, a
+    study's volume fits in memory), or a built-in phantom of ``size``'s shape.
+
+    Examples
+    --------
+    >>> data = load_data(size="tiny")
+    >>> data.image.shape, data.n_classes, data.source
+    ((12, 40, 40), 3, 'phantom fibre-composite (12, 40, 40), LQ scan, seed 0')
+    """
+    run = SIZES[size] if isinstance(size, str) else size
+    if volume is None:
+        from xctdask.phantoms import make
+
+        if scan not in ("lq", "hq"):
+            raise ValueError(f"scan must be 'lq' or 'hq', got {scan!r}")
+        ds = make(kind, run.shape, seed=seed)
+        names = [str(n) for n in ds.attrs["class_names"]]
+        return StudyData(
+            image=np.asarray(ds[scan].values, dtype=np.float32),
+            labels=np.asarray(ds.labels.values),
+            n_classes=len(names),
+            class_names=names,
+            source=f"phantom {kind} {run.shape}, {scan.upper()} scan, seed {seed}",
+            clean=np.asarray(ds.hq.values, dtype=np.float32),
+        )
+    image = _read(volume, "volume", storage_options).astype(np.float32, copy=False)
+    truth = None
+    if labels is not None:
+        truth = _read(labels, "labels", storage_options)
+        if truth.shape != image.shape:
+            raise ValueError(f"labels of shape {truth.shape} for a volume of shape {image.shape}")
+        if not np.issubdtype(truth.dtype, np.integer):
+            raise ValueError(f"labels must be integers, got {truth.dtype}")
+        found = int(truth[truth != 255].max()) + 1 if (truth != 255).any() else 0
+        n_classes = n_classes or found
+        if found > n_classes:
+            raise ValueError(f"the labels hold class {found - 1}, more than {n_classes} classes")
+        truth = truth.astype(np.uint8)
+    if n_classes is None:
+        raise ValueError("without labels, say how many classes: n_classes= (--classes)")
+    where = volume if isinstance(volume, (str, Path)) else "an array"
+    return StudyData(
+        image=image,
+        labels=truth,
+        n_classes=int(n_classes),
+        class_names=[str(i) for i in range(int(n_classes))],
+        source=f"{where} {image.shape}",
+    )
+
+
+def normalization(image: np.ndarray) -> tuple[float, float]:
+    """Global mean and std of the finite voxels (what training and inference use)."""
+    finite = image[np.isfinite(image)]
+    return float(finite.mean()), float(max(finite.std(), 1e-12))
+
+
+def fit_network(
+    image: np.ndarray,
+    target: np.ndarray,
+    n_classes: int,
+    run: RunSize,
+    *,
+    model: str = "unet2d",
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    split: tuple[float, float, float] = (1.0, 0.0, 0.0),
+    **fit_options: Any,
+):
+    """Train a small network of the zoo on ``target`` (255 = unlabelled) with
+    :func:`xctdask.train`; returns the network and its sampler."""
+    from xctdask import models
+    from xctdask.sampling import PatchSampler
+    from xctdask.train import train
+
+    if model == "unet2d":
+        net = models.build(
+            "unet2d", 1, n_classes, depth=run.depth, f0=run.f0, context=run.context, skip=False
+        )
+    elif model == "pix2pix":
+        net = models.build("pix2pix", 1, n_classes, depth=run.depth, f0=run.f0)
+    else:
+        net = models.build(model, 1, n_classes)
+    patch = net.suggest_patch(image.shape, run.patch)
+    sampler = PatchSampler(
+        image,
+        target,
+        patch=patch,
+        context=int(net.context),
+        n_classes=n_classes,
+        split=split,
+        normalize=normalization(image),
+        seed=seed,
+    )
+    options = {"lr": run.lr, "batch_size": run.batch_size} | fit_options
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*validation.*")
+        net = train(net, sampler, steps=steps or run.steps, seed=seed, progress=progress, **options)
+    return net, sampler
+
+
+def predict_labels(net: Any, image: np.ndarray, *, output: str = "labels") -> np.ndarray:
+    """The network's labels (or ``output``) over ``image``; **computes**."""
+    from xctdask.inference import predict
+
+    tile = min(256, max(image.shape[1:]))
+    return np.asarray(predict(image, net, output=output, tile=tile).data.compute())
+
+
+def scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Mean IoU, Dice and accuracy with the per-class values next to each mean."""
+    from xctdask.metrics import confusion_matrix
+
+    cm = np.asarray(confusion_matrix(pred, truth, n_classes))
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(1), cm.sum(0)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = tp / (support + predicted - tp)
+        dice = 2 * tp / (support + predicted)
+    iou[~present], dice[~present] = np.nan, np.nan
+    return {
+        "mean_iou": float(np.nanmean(iou)),
+        "iou": [None if np.isnan(v) else float(v) for v in iou],
+        "mean_dice": float(np.nanmean(dice)),
+        "dice": [None if np.isnan(v) else float(v) for v in dice],
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+    }
+
+
+def steps_bar(items: Iterable, *, description: str, progress: bool) -> Iterator:
+    """``items`` with a progress bar on stderr (the outer loop of a study)."""
+    from tqdm.auto import tqdm
+
+    yield from tqdm(list(items), desc=description, disable=not progress, file=sys.stderr)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class StudyResult:
+    """What a study returns: its numbers, its figures and a one-screen summary."""
+
+    study: str
+    numbers: dict[str, Any]
+    summary: str
+    figures: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def save(self, out: str | Path) -> Path:
+        """Write ``<study>.json`` and ``<study>-<figure>.png`` into the folder ``out``."""
+        import matplotlib.pyplot as plt
+
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, fig in self.figures.items():
+            path = folder / f"{self.study}-{name}.png"
+            fig.savefig(path, dpi=90)
+            plt.close(fig)
+            paths.append(path.name)
+        body = {"study": self.study, **_plain(self.numbers), "figures": paths}
+        target = folder / f"{self.study}.json"
+        target.write_text(json.dumps(body, indent=2) + "\n")
+        (folder / f"{self.study}.txt").write_text(self.summary + "\n")
+        return target
+
+
+def settings(run: RunSize, **extra: Any) -> dict[str, Any]:
+    """The run's settings as plain data (for the JSON)."""
+    return asdict(run) | extra
+
+
+def resolve_size(size: str | RunSize, data: StudyData) -> RunSize:
+    """``size``'s networks and steps, at the data's own shape."""
+    run = SIZES[size] if isinstance(size, str) else size
+    return replace(run, shape=tuple(int(s) for s in data.image.shape))
+
+
+def pyplot():
+    """matplotlib's pyplot on a file backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
