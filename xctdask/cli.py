@@ -403,6 +403,79 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as keyword arguments (VALUE read as JSON if it parses)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    import importlib
+    import inspect
+
+    from xctdask.studies import STUDIES
+    from xctdask.studies.common import load_data
+
+    _guard([args.volume, args.labels], [args.out])
+    options = _study_options(args.set or [])
+    module = importlib.import_module(f"xctdask.studies.{STUDIES[args.name]}")
+    accepted = set(inspect.signature(module.run).parameters) - {"data", "size", "seed", "progress"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"the {args.name} study has no option {', '.join(unknown)}; its options: "
+            f"{', '.join(sorted(accepted))}"
+        )
+    if args.labels and not args.volume:
+        raise ValueError("--labels needs --volume (the scan they label)")
+    data = load_data(
+        args.volume,
+        args.labels,
+        n_classes=args.classes,
+        kind=args.kind,
+        size=args.size,
+        seed=args.seed,
+        **_so(args),
+    )
+    context = _cluster(args.scheduler, args.workers) if args.scheduler else nullcontext()
+    with context:
+        result = module.run(data, size=args.size, seed=args.seed, progress=True, **options)
+    path = result.save(args.out)
+    print(result.summary)
+    print(f"numbers: {path}; figures: {', '.join(sorted(result.figures)) or 'none'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from xctdask.io import open_volume
+    from xctdask.studies.report import report
+
+    _guard([args.pred, args.truth, args.image], [args.out])
+    so = _so(args)
+    pred, truth = open_volume(args.pred, **so), open_volume(args.truth, **so)
+    image = open_volume(args.image, **so) if args.image else None
+    names = args.class_names.split(",") if args.class_names else None
+    n_classes = args.classes or (len(names) if names else None)
+    if n_classes is None:
+        raise ValueError("say how many classes: --classes N (or --class-names a,b,c)")
+    context = _cluster(args.scheduler, args.workers) if args.scheduler else nullcontext()
+    with context:
+        result = report(pred, truth, n_classes, image=image, class_names=names, bins=args.bins)
+    if args.out:
+        path = result.save(args.out)
+        print(f"numbers: {path}", file=sys.stderr)
+    print(result.summary)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     # the library's own lists, from modules that import nothing heavy
     from xctdask import __version__
@@ -579,6 +652,51 @@ def _parser() -> argparse.ArgumentParser:
     training_options(p)
     cluster_options(p)
     p.set_defaults(func=_cmd_segment)
+
+    from xctdask.studies import STUDIES
+
+    p = sub.add_parser(
+        "study",
+        help="rerun a paper's experiment on your scan or a phantom (JSON, PNG, summary)",
+        description="Studies: " + ", ".join(STUDIES) + ". Without --volume a phantom of "
+        "--size's shape is used. Runs in this process (add --scheduler to use a cluster).",
+    )
+    p.add_argument("name", choices=list(STUDIES))
+    p.add_argument("--volume", help="the scan (any readable volume); default a phantom")
+    p.add_argument("--labels", help="its true labels (255 = unlabelled)")
+    p.add_argument("--classes", type=_positive, help="number of classes (default from labels)")
+    p.add_argument("--kind", choices=KINDS, default="fibre-composite", help="phantom kind")
+    p.add_argument(
+        "--size",
+        choices=["tiny", "small", "medium"],
+        default="small",
+        help="networks, steps and phantom shape: tiny (seconds), small (minutes on a "
+        "laptop, the default), medium (a GPU)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="xctdask-study", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a study option, e.g. --set counts=[1,2,4] or --set spacing=even (repeatable)",
+    )
+    cluster_options(p)
+    p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser(
+        "report",
+        help="classification report of two label volumes (Table D.5, confusion matrices)",
+    )
+    p.add_argument("pred", help="predicted labels")
+    p.add_argument("truth", help="true labels (255 = unlabelled)")
+    p.add_argument("--classes", type=_positive, help="number of classes")
+    p.add_argument("--class-names", help="comma-separated class names")
+    p.add_argument("--image", help="the scan, for class-wise gray-value histograms")
+    p.add_argument("--bins", type=_positive, help="histogram bins (default: exact or 256)")
+    p.add_argument("--out", help="folder for report.json and the figures")
+    cluster_options(p)
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="the main job on built-in defaults (phantom, local cluster)")
     p.add_argument("--out", default="xctdask-demo", help="output folder (default: %(default)s)")
