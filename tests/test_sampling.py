@@ -24,9 +24,10 @@ def _z_of_patches(sampler, part, n=200):
     rng = np.random.default_rng(0)
     origins = sampler._draw_origins(part, n, rng)
     out = []
+    nz = sampler.shape[0]
     for o in origins:
         zs, _, _ = sampler._windows(o)
-        out.append((zs.start, zs.stop))
+        out.append((max(zs.start, 0), min(zs.stop, nz)))  # the ends repeat the end slice
     return out
 
 
@@ -45,6 +46,23 @@ def test_splits_never_overlap_and_respect_the_margin(patch, context):
         reach[part] = (first, last)
     assert reach["validation"][0] - reach["train"][1] >= 7
     assert reach["test"][0] - reach["validation"][1] >= 7
+    # the volume's end slices centre patches too (their context repeats the end slice)
+    if patch[0] == 1:
+        assert sampler.centre_range("train")[0] == 0
+        assert sampler.centre_range("test")[1] == sampler.shape[0]
+
+
+def test_a_short_stack_trains_on_every_slice_with_repeated_context():
+    image, labels = _volume((2, 32, 32))
+    sampler = PatchSampler(image, labels, patch=(1, 16, 16), context=7, split=(1, 0, 0), seed=0)
+    assert sampler.centre_range("train") == (0, 2)
+    batch = next(sampler.batches("train", batch_size=16, prefetch=1))
+    assert batch["image"].shape == (16, 7, 16, 16)
+    for image_patch, (z, y, x) in zip(batch["image"], batch["origin"].tolist(), strict=True):
+        expected = image[np.clip(np.arange(z - 3, z + 4), 0, 1), y : y + 16, x : x + 16]
+        np.testing.assert_array_equal(image_patch.numpy(), expected)
+    with pytest.raises(ValueError, match="too few for z slabs"):
+        PatchSampler(image, labels, patch=(1, 16, 16), context=7, split=(0.8, 0.2, 0))
 
 
 def test_balance_brings_a_one_percent_class_into_a_fifth_of_the_patches():
@@ -90,9 +108,8 @@ def _assert_patches_match(batch, image, labels=None, clean=None, context=3, patc
     assert batch["origin"].shape == (batch["image"].shape[0], 3)
     for n, (z, y, x) in enumerate(batch["origin"].tolist()):
         ys, xs = slice(y, y + patch), slice(x, x + patch)
-        np.testing.assert_array_equal(
-            batch["image"][n].numpy(), np.asarray(image[z - half : z + half + 1, ys, xs])
-        )
+        zs = np.clip(np.arange(z - half, z + half + 1), 0, image.shape[0] - 1)  # ends repeat
+        np.testing.assert_array_equal(batch["image"][n].numpy(), np.asarray(image[zs, ys, xs]))
         if labels is not None:
             np.testing.assert_array_equal(batch["target"][n].numpy(), np.asarray(labels[z, ys, xs]))
         if clean is not None:

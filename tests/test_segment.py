@@ -142,3 +142,59 @@ def test_pix2pix_is_a_segmenter_that_fits_and_transforms():
     assert seg.network_.config["name"] == "pix2pix" and "stage3" in seg.history
     labels = seg.transform(ds.hq).values
     assert labels.shape == ds.hq.shape and labels.max() < 3
+
+
+@pytest.mark.parametrize("nz", [1, 2, 5])
+def test_any_stack_of_at_least_one_slice_runs(phantom, nz):
+    """Short stacks are trained without a validation slab (and say so), with the 2.5D
+    context repeating the end slices, as inference does."""
+    vol = phantom.hq[:nz]
+    seg = xd.Segmenter(3, steps=3, steps_self_correct=2, patch=32, depth=1, f0=4, context=7,
+                       progress=False)  # fmt: skip
+    with pytest.warns(UserWarning, match="too short for a z-slab validation split"):
+        seg.fit(vol)
+    assert seg.transform(vol).shape == vol.shape
+    truth = phantom.labels.values[:nz]
+    with pytest.warns(UserWarning, match="too short"):
+        labels = xd.segment(vol, 3, labels=truth, steps=3, patch=32, depth=1, f0=4, context=7,
+                            progress=False)  # fmt: skip
+    assert labels.shape == vol.shape
+
+
+def test_a_stack_of_unrelated_slices_is_segmented_slice_by_slice(phantom):
+    seg = xd.Segmenter(3, steps=3, stack="slices", patch=32, depth=1, f0=4, progress=False)
+    seg.fit(phantom.hq[:6], phantom.labels.values[:6])
+    assert seg.network_.context == 1
+    assert seg.transform(phantom.hq[:6]).shape == (6, 96, 96)
+    with pytest.raises(ValueError, match="2-D model"):
+        xd.Segmenter(3, model="unet3d", stack="slices").validate()
+    with pytest.raises(ValueError, match="stack must be"):
+        xd.Segmenter(3, stack="pile").validate()
+
+
+def test_annotated_slices_are_all_used_or_named(phantom):
+    truth = phantom.labels.values
+    few = np.full_like(truth, 255)
+    few[[2, 30]] = truth[[2, 30]]  # 30 lies in the validation slab's margin by default
+    with pytest.warns(UserWarning, match=r"z = \[2, 30\]\): all of them train"):
+        xd.Segmenter(3, steps=2, **SMALL).fit(phantom.hq, few)
+    many = np.full_like(truth, 255)
+    annotated = list(range(0, 32, 3))  # 11 slices: a validation slab is kept
+    many[annotated] = truth[annotated]
+    with pytest.warns(UserWarning, match="lie in the margin") as record:
+        xd.Segmenter(3, steps=2, **SMALL).fit(phantom.hq, many)
+    message = next(str(w.message) for w in record if "margin" in str(w.message))
+    named = [int(z) for z in message.split("[")[1].split("]")[0].split(",")]
+    assert named and set(named) <= set(annotated)
+
+
+def test_denoised_output_comes_back_in_the_clean_scans_grey_values(phantom, tmp_path):
+    lq = phantom.lq * 3.0 + 5.0  # a scan on another grey scale than the clean one
+    seg = xd.Segmenter(3, steps=30, patch=32, depth=2, f0=4, progress=False)
+    seg.fit(lq, clean=phantom.hq)
+    denoised = seg.transform(lq[:8], output="denoised").values
+    clean = phantom.hq.values[:8]
+    assert abs(denoised.mean() - clean.mean()) < 0.2 * abs(lq.values[:8].mean() - clean.mean())
+    back = xd.Segmenter.load(seg.save(tmp_path / "denoise.pt"))
+    np.testing.assert_allclose(back.transform(lq[:8], output="denoised").values, denoised,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip

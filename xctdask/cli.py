@@ -286,6 +286,7 @@ def _segmenter_from(args: argparse.Namespace):
         axes=args.axes,
         seed=args.seed,
         preset=args.preset,
+        stack=args.stack,
     )
     seg.validate()  # every setting, before any data is read
     return seg
@@ -621,6 +622,13 @@ def _parser() -> argparse.ArgumentParser:
             "stacked-denseuseg, pix2pix-pxct, unet-pxct",
         )
         p.add_argument("--context", type=int, default=7, help="2.5D slices (default 7)")
+        p.add_argument(
+            "--stack",
+            choices=["volume", "slices"],
+            default="volume",
+            help="'slices': the input is a stack of unrelated 2-D images (each segmented "
+            "on its own, no z-slab validation); default 'volume'",
+        )
         p.add_argument("--skip", action="store_true", help="U-Net skip connections")
         p.add_argument("--depth", type=int, default=4)
         p.add_argument("--f0", type=int, default=16)

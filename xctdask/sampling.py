@@ -281,8 +281,9 @@ class PatchSampler:
     # ----------------------------------------------------------------- splits
     def _slabs(self, split, depth: int) -> dict[str, tuple[int, int]]:
         nz = self.shape[0]
-        usable = nz - 2 * self.margin
-        if usable < depth * sum(1 for f in split if f > 0):
+        parts_used = sum(1 for f in split if f > 0)
+        usable = nz - self.margin * max(parts_used - 1, 0)  # margins only between slabs
+        if usable < depth * parts_used and parts_used > 1:
             raise ValueError(
                 f"the volume has {nz} slices: too few for z slabs {split} (train, "
                 f"validation, test) of at least {depth} slices each (the patch depth"
@@ -295,9 +296,9 @@ class PatchSampler:
         slabs, start = {}, 0
         for part, size in zip(PARTS, sizes, strict=True):
             slabs[part] = (start, start + size)
-            start += size + self.margin
+            start += size + (self.margin if size else 0)
         for part, (a, b) in slabs.items():
-            if 0 < b - a < depth:
+            if 0 < b - a < depth and parts_used > 1:
                 raise ValueError(
                     f"the {part} slab would have {b - a} slices, fewer than the patch depth "
                     f"{depth}: give the {part} part a larger fraction of split={split}, use "
@@ -321,7 +322,9 @@ class PatchSampler:
         if self.patch[0] > 1:
             return a, b - self.patch[0] + 1
         half = (self.context - 1) // 2
-        return a + half, b - half
+        # at the volume's ends the context repeats the end slice, as predict does, so
+        # every slice can centre a patch; inside the volume the context stays in the slab
+        return (a + half if a > 0 else a), (b - half if b < self.shape[0] else b)
 
     def footprint(self, part: str) -> tuple[int, int]:
         """First and one-past-last slice any patch of ``part`` can touch."""
@@ -489,13 +492,21 @@ class PatchSampler:
     def _region_task(self, origins: np.ndarray) -> tuple[Any, dict]:
         """The region that holds every window of ``origins`` and the windows inside it."""
         windows = [self._windows(o) for o in origins]
+        nz = self.shape[0]
         region = tuple(
             (min(w[a].start for w in windows), max(w[a].stop for w in windows)) for a in range(3)
         )
+        region = ((max(region[0][0], 0), min(region[0][1], nz)), region[1], region[2])
 
         def local(box):
-            return tuple(
-                slice(b.start - lo, b.stop - lo) for b, (lo, _) in zip(box, region, strict=True)
+            zs, rest = box[0], box[1:]
+            lo = region[0][0]
+            if zs.start < 0 or zs.stop > nz:  # context beyond the volume's ends: repeat
+                z = np.clip(np.arange(zs.start, zs.stop), 0, nz - 1) - lo
+            else:
+                z = slice(zs.start - lo, zs.stop - lo)
+            return (z,) + tuple(
+                slice(b.start - o, b.stop - o) for b, (o, _) in zip(rest, region[1:], strict=True)
             )
 
         cuts = {"image": [local(w) for w in windows]}

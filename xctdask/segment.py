@@ -35,6 +35,9 @@ from xctdask.regions import Renormalize, register_pointwise
 __all__ = ["Segmenter", "segment"]
 
 _FORMAT = "xctdask-segmenter"
+STACKS = ("volume", "slices")
+#: with fewer annotated slices than this, all of them train (no validation slab)
+FEW_ANNOTATED_SLICES = 10
 
 
 def _stage(progress: bool, text: str) -> None:
@@ -82,6 +85,13 @@ class Segmenter:
         A paper's setting (:mod:`xctdask.presets`): it replaces the network and how it
         trains (model, its options, patch, context, batch size, loss, optimiser,
         schedule, augmentation); ``n_classes`` and the steps stay these settings.
+    stack : {"volume", "slices"}
+        ``"volume"``: z is a contiguous axis (2.5D context, z-slab validation).
+        ``"slices"``: the volume is a stack of unrelated 2-D images (PXCT or SEM slices,
+        slices from several scans): each is segmented on its own (context 1) and no
+        z-slab split is made. Any stack of ≥ 1 slice is accepted either way; when z is
+        too short for a validation slab, training uses every slice without validation
+        and a warning says so.
 
     Examples
     --------
@@ -117,6 +127,7 @@ class Segmenter:
     seed: int = 0
     progress: bool = True
     preset: str | None = None
+    stack: str = "volume"
     history: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ fitting
@@ -131,6 +142,7 @@ class Segmenter:
         ValueError, TypeError
             Naming the setting and what it accepts.
         """
+        from xctdask import models
         from xctdask.models import available
         from xctdask.pseudolabels import METHODS
 
@@ -158,6 +170,13 @@ class Segmenter:
             raise ValueError(
                 f"model must be one of {usable} (with clean=, the stacked network is used), "
                 f"got {self.model!r}"
+            )
+        if self.stack not in STACKS:
+            raise ValueError(f"stack must be one of {STACKS}, got {self.stack!r}")
+        if self.stack == "slices" and models.registry.spatial_dims(self.model) == 3:
+            raise ValueError(
+                f"stack='slices' segments each slice on its own: choose a 2-D model, not "
+                f"{self.model!r}"
             )
         integer("context", 1)
         if self.context % 2 == 0:
@@ -218,7 +237,10 @@ class Segmenter:
         data = as_dask(unwrap(labels))
         valid = (data < self.n_classes) | (data == 255)
         bad_values = da.unique(da.where(valid, 255, data))
-        n_bad, n_labelled, found = da.compute((~valid).sum(), (data != 255).sum(), bad_values)
+        per_slice = (data != 255).sum(axis=(1, 2))
+        n_bad, per_slice, found = da.compute((~valid).sum(), per_slice, bad_values)
+        n_labelled = int(per_slice.sum())
+        self._annotated = np.flatnonzero(np.asarray(per_slice))
         if n_bad:
             found = np.asarray(found)[np.asarray(found) != 255]
             raise ValueError(
@@ -271,6 +293,11 @@ class Segmenter:
             self.mode_ += "+denoise"
         preset = self._preset(clean is not None)
         net = preset.build(self.n_classes) if preset else self._network(clean is not None)
+        if self.stack == "slices" and int(net.context) != 1:
+            raise ValueError(
+                f"stack='slices' segments each slice on its own, but the network sees "
+                f"{int(net.context)} slices: use context=1 (or a preset without 2.5D context)"
+            )
         context = int(net.context)
         patch = net.suggest_patch(tuple(unwrap(vol).shape), preset.patch if preset else self.patch)
         if clean is not None:  # the clean scan in the LQ scan's grey values
@@ -294,14 +321,7 @@ class Segmenter:
                 target_name="pseudo labels" if labels is None else "annotations",
             )
 
-        sampler = make_sampler((0.8, 0.2, 0.0))  # validation picks the best weights
-        if not sampler.has_labels("validation"):
-            warnings.warn(
-                "no labelled voxel lies in the validation slab (the last 20 % of z): "
-                "training on all slices without validation, keeping the last weights",
-                stacklevel=2,
-            )
-            sampler = make_sampler((1.0, 0.0, 0.0))
+        sampler = self._sampler(make_sampler, unwrap(vol).shape[0], labels is not None)
         _stage(self.progress, f"stage 2: training {net.config['name']} for {self.steps} steps")
         stage2 = {"lr": self.lr, "batch_size": self.batch_size}
         stage2.update(preset.fit_options("train") if preset else {})
@@ -328,6 +348,55 @@ class Segmenter:
         net.class_names = self.class_names
         self.network_ = net.eval()
         return self
+
+    def _sampler(self, make_sampler, nz: int, labelled: bool):
+        """Training patches with a z-slab validation split where the data allow one;
+        otherwise every slice (and every annotated slice) trains, and a warning says so."""
+        everything = (1.0, 0.0, 0.0)
+        annotated = getattr(self, "_annotated", None) if labelled else None
+        if self.stack == "slices":
+            return make_sampler(everything)  # unrelated slices: no z slabs
+        sparse = annotated is not None and len(annotated) < nz
+        if sparse and len(annotated) < FEW_ANNOTATED_SLICES:
+            warnings.warn(
+                f"{len(annotated)} annotated slices (z = {annotated.tolist()}): all of them "
+                "train, none is held out for validation; the last weights are kept",
+                stacklevel=3,
+            )
+            return make_sampler(everything)
+        try:
+            sampler = make_sampler((0.8, 0.2, 0.0))  # validation picks the best weights
+        except ValueError:
+            warnings.warn(
+                f"{nz} slices are too short for a z-slab validation split with a "
+                f"{self.context}-slice context: training on all slices without validation, "
+                "keeping the last weights",
+                stacklevel=3,
+            )
+            return make_sampler(everything)
+        if not sampler.has_labels("validation"):
+            warnings.warn(
+                "no labelled voxel lies in the validation slab (the last 20 % of z): "
+                "training on all slices without validation, keeping the last weights",
+                stacklevel=3,
+            )
+            return make_sampler(everything)
+        if annotated is not None:
+            unused = [
+                int(z)
+                for z in annotated
+                if not any(
+                    lo <= z < hi for lo, hi in map(sampler.centre_range, ("train", "validation"))
+                )
+            ]
+            if unused:
+                warnings.warn(
+                    f"annotated slices z = {unused} lie in the margin between the training "
+                    "and validation slabs and are not used; annotate fewer than "
+                    f"{FEW_ANNOTATED_SLICES} slices to train on all of them, or move them",
+                    stacklevel=3,
+                )
+        return sampler
 
     def _preset(self, denoise: bool):
         """The preset, checked against the data given (a denoiser needs a clean scan)."""
@@ -369,7 +438,7 @@ class Segmenter:
         if self.model in ("unet2d", "unet3d"):
             options = {"depth": self.depth, "f0": self.f0, "skip": self.skip}
             if self.model == "unet2d":
-                options["context"] = self.context
+                options["context"] = 1 if self.stack == "slices" else self.context
             return models.build(self.model, 1, self.n_classes, **options)
         if self.model == "pix2pix":  # the PXCT paper's segmenter
             return models.build("pix2pix", 1, self.n_classes, depth=self.depth, f0=self.f0)
@@ -390,7 +459,8 @@ class Segmenter:
 
         The stored normalisation maps ``vol`` like the fitted volume. Returns uint8
         labels (or ``output`` of :func:`xctdask.predict`); for a 4-D input a ``t`` dim
-        leads.
+        leads. ``output="denoised"`` of a Segmenter fitted with a clean scan comes back
+        in the clean scan's grey values (what it learned to produce), not the input's.
         """
         from xctdask.inference import predict
 
@@ -402,7 +472,7 @@ class Segmenter:
 
             parts = [self.transform(s, output=output) for s in time_steps(vol)]
             return xr.concat(parts, dim="t")
-        return predict(
+        result = predict(
             vol,
             self.network_,
             output=output,
@@ -412,6 +482,13 @@ class Segmenter:
             batch_size=self.batch_size,
             normalize=self.normalization_,
         )
+        if output == "denoised" and hasattr(self, "clean_normalization_"):
+            # the network learned the clean scan standardised; predict undid the LQ
+            # scan's standardisation: redo it with the clean scan's, voxel-wise and lazily
+            (lq_mean, lq_std), (mean, std) = self.normalization_, self.clean_normalization_
+            result = ((result - lq_mean) * (std / lq_std) + mean).astype(np.float32)
+            result.attrs["grey_values"] = "the clean scan's"
+        return result
 
     def fit_transform(self, vol: Any, labels: Any = None, clean: Any = None) -> xr.DataArray:
         return self.fit(vol, labels, clean).transform(vol)
@@ -436,6 +513,9 @@ class Segmenter:
             "config": self.network_.config,
             "state_dict": {k: v.cpu() for k, v in self.network_.state_dict().items()},
             "normalization": list(self.normalization_),
+            "clean_normalization": (
+                list(self.clean_normalization_) if hasattr(self, "clean_normalization_") else None
+            ),
             "class_names": self.class_names,
         }
         from xctdask.models.store import atomic_save
@@ -461,6 +541,8 @@ class Segmenter:
         net = build(config.pop("name"), **config)
         net.load_state_dict(state["state_dict"])
         seg.normalization_ = tuple(state["normalization"])
+        if state.get("clean_normalization") is not None:
+            seg.clean_normalization_ = tuple(state["clean_normalization"])
         net.normalization, net.class_names = seg.normalization_, state["class_names"]
         net.source_location = location(path)  # the write guard refuses to write over it
         seg.network_, seg.mode_ = net.eval(), state["mode"]

@@ -25,6 +25,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
             "zero_oc_from_histogram",
         ],
         "confusion": ["confusion_matrix", "contingency"],
+        "forest": ["ForestBaseline"],
         "image": ["psnr", "ssim"],
         "matching": ["apply_mapping", "match_labels"],
         "scores": [
@@ -40,6 +41,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
 
 __all__ = [
     "BaselineScores",
+    "ForestBaseline",
     "apply_mapping",
     "bin_zero_oc",
     "bin_zero_oc_from_histogram",
