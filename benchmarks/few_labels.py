@@ -145,7 +145,7 @@ def main() -> None:
         ds = xd.phantoms.make("fibre-composite", (48, 192, 192), seed=args.seed)
         image, truth = ds.lq.values, ds.labels.values
         nz = image.shape[0]
-        n_test = int(round(0.3 * nz))
+        n_test = round(0.3 * nz)
         n_train = nz - n_test - 1
         test = list(range(nz - n_test, nz))
         sets = [list(range((n_train - k) // 2, (n_train - k) // 2 + k)) for k in COUNTS]

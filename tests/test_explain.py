@@ -57,5 +57,5 @@ def test_a_3d_network_takes_the_volume_at_once():
     vol = np.random.default_rng(1).random((8, 16, 16), dtype=np.float32)
     heat = gradcam(net, vol, 1)
     assert heat.shape == vol.shape
-    with pytest.raises(ValueError, match="2-D and 2.5-D"):
+    with pytest.raises(ValueError, match=r"2-D and 2\.5-D"):
         gradcam(net, vol, 1, lazy=True)

@@ -505,9 +505,8 @@ class PatchSampler:
                 z = np.clip(np.arange(zs.start, zs.stop), 0, nz - 1) - lo
             else:
                 z = slice(zs.start - lo, zs.stop - lo)
-            return (z,) + tuple(
-                slice(b.start - o, b.stop - o) for b, (o, _) in zip(rest, region[1:], strict=True)
-            )
+            corner = (o for o, _ in region[1:])
+            return (z, *(slice(b.start - o, b.stop - o) for b, o in zip(rest, corner, strict=True)))
 
         cuts = {"image": [local(w) for w in windows]}
         for role in ("target", "clean"):
