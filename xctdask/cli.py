@@ -629,7 +629,15 @@ def _parser() -> argparse.ArgumentParser:
             help="'slices': the input is a stack of unrelated 2-D images (each segmented "
             "on its own, no z-slab validation); default 'volume'",
         )
-        p.add_argument("--skip", action="store_true", help="U-Net skip connections")
+        p.add_argument(
+            "--skip",
+            dest="skip",
+            action="store_const",
+            const=True,
+            default="auto",
+            help="U-Net skip connections (default: on with --labels, off for pseudo labels)",
+        )
+        p.add_argument("--no-skip", dest="skip", action="store_const", const=False)
         p.add_argument("--depth", type=int, default=4)
         p.add_argument("--f0", type=int, default=16)
         p.add_argument("--patch", type=int, default=128)

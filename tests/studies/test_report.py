@@ -25,6 +25,7 @@ def test_the_table_matches_scikit_learn():
     assert table["macro"]["precision"] == pytest.approx(mp)
     assert table["macro"]["f1"] == pytest.approx(mf)
     assert table["micro"]["f1"] == pytest.approx(np.mean(pred == truth))
+    assert table["micro"]["accuracy"] == table["micro"]["precision"] == table["micro"]["f1"]
 
 
 def test_an_absent_class_has_no_scores_and_is_left_out_of_macro():

@@ -132,7 +132,7 @@ def _figure(data: StudyData, z: int, panels: dict[str, tuple[np.ndarray, np.ndar
             ax.imshow(data.image[z], cmap="gray")
             shown = heat[c] / heat[c].max() if heat[c].max() > 0 else heat[c]
             im = ax.imshow(shown, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            ax.set_title(f"{name} Grad-CAM, class {c}", fontsize=9)
+            ax.set_title(f"{name.replace('stage', 'stage ')}: class {c}", fontsize=8)
     fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.6, label="Grad-CAM (÷ max)")
     fig.suptitle("Grad-CAM of stage 2 and stage 3 (SR-CT paper, Fig. 11)")
     return fig

@@ -82,7 +82,7 @@ def confusion(
         raise ValueError(f"{len(column_names)} column names for {cols} columns")
     how = {True: "row", False: "none"}.get(normalize, normalize)
     shown = normalized(matrix, how)
-    scale = 1.0 if how != "none" else None
+    scale = 1.0 if how in ("row", "column") else None  # by all cells: up to the largest
     fig, ax = plt.subplots(figsize=(0.9 * cols + 2.4, 0.8 * rows + 1.8))
     ax.imshow(shown, cmap="Blues", vmin=0, vmax=scale, aspect="auto")
     top = shown.max() if shown.size else 1.0
