@@ -198,3 +198,19 @@ def test_denoised_output_comes_back_in_the_clean_scans_grey_values(phantom, tmp_
     back = xd.Segmenter.load(seg.save(tmp_path / "denoise.pt"))
     np.testing.assert_allclose(back.transform(lq[:8], output="denoised").values, denoised,
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_flips_average_the_mirror_images(unsupervised, phantom):
+    """Test-time flips: lazy, and mirroring the input mirrors the labels."""
+    vol = phantom.lq[:6]
+    labels = unsupervised.transform(vol, flips=True)
+    assert labels.dtype == np.uint8 and labels.dims == ("z", "y", "x")
+    mirrored = unsupervised.transform(vol[:, ::-1], flips=True).values[:, ::-1]
+    assert (mirrored == labels.values).mean() > 0.999
+    probs = unsupervised.transform(vol, output="probabilities", flips=True).values
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(0), labels.values)
+    plain = unsupervised.transform(vol).values
+    assert (plain == labels.values).mean() > 0.9  # a refinement, not another answer
+    with pytest.raises(ValueError, match="flips=True"):
+        unsupervised.transform(vol, output="entropy", flips=True)
