@@ -24,8 +24,11 @@ __all__ = [
     "StudyData",
     "StudyResult",
     "fit_network",
+    "held_out",
     "load_data",
+    "matched_scores",
     "predict_labels",
+    "pseudo_labels_of",
     "scores",
     "steps_bar",
 ]
@@ -230,6 +233,40 @@ def scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> dict[str, Any
         "dice": [None if np.isnan(v) else float(v) for v in dice],
         "accuracy": float(tp.sum() / max(cm.sum(), 1)),
     }
+
+
+def pseudo_labels_of(image: np.ndarray, n_classes: int, method: str = "kmeans", mask=None):
+    """Stage 1 over the whole image (**computes**), as ``Segmenter.fit`` does."""
+    import dask.array as da
+
+    from xctdask.pseudolabels import PseudoLabeler
+
+    labeler = PseudoLabeler(n_classes, method, mask=mask).fit(image)
+    (labels,) = da.compute(labeler.predict(da.asarray(image)))
+    return np.asarray(labels), labeler
+
+
+def matched_scores(pred: np.ndarray, truth: np.ndarray, n_pred: int, n_truth: int) -> dict:
+    """Scores after mapping predicted classes to true ones (Hungarian, then majority
+    for clusters left over), with the mapping."""
+    from xctdask.metrics import apply_mapping, match_labels
+
+    mapping = match_labels(pred, truth, n_pred, n_truth)
+    mapped = np.asarray(apply_mapping(pred, mapping))
+    return {"mapping": mapping.tolist(), **scores(mapped, truth, n_truth)}
+
+
+def held_out(nz: int, test_fraction: float, context: int) -> tuple[int, slice]:
+    """Training slices and the test slab: the last ``test_fraction`` of z is held out,
+    and the training part stops a 2.5D context's half before it."""
+    n_test = max(1, round(nz * test_fraction))
+    n_train = nz - n_test - context // 2
+    if n_train < 1:
+        raise ValueError(
+            f"{nz} slices leave none for training after a {n_test}-slice test slab; give a "
+            "longer stack or a smaller test_fraction"
+        )
+    return n_train, slice(nz - n_test, nz)
 
 
 def steps_bar(items: Iterable, *, description: str, progress: bool) -> Iterator:

@@ -21,6 +21,7 @@ from xctdask.studies.common import (
     StudyData,
     StudyResult,
     fit_network,
+    held_out,
     load_data,
     predict_labels,
     pyplot,
@@ -63,12 +64,8 @@ def run(
         raise ValueError(f"fractions must be in (0, 1], got {fractions}")
     run_size = resolve_size(size, data)
     nz = data.image.shape[0]
-    n_test = max(1, round(nz * test_fraction))
-    n_train = nz - n_test - run_size.context // 2
-    if n_train < 1:
-        raise ValueError(f"{nz} slices are too few for a training and a test set")
+    n_train, test = held_out(nz, test_fraction, run_size.context)
     order = np.random.default_rng(seed).permutation(n_train)
-    test = slice(nz - n_test, nz)
     k = data.n_classes
     curves: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
     runs = [(m, f) for m in models for f in fractions]
@@ -87,10 +84,10 @@ def run(
     numbers = {
         "data": data.source,
         "class_names": data.class_names,
-        "settings": settings(run_size, test_slices=[nz - n_test, nz], training_slices=n_train),
+        "settings": settings(run_size, test_slices=[test.start, nz], training_slices=n_train),
         "curves": curves,
     }
-    lines = [f"data fraction on {data.source}; mean Dice on z {nz - n_test}–{nz - 1}"]
+    lines = [f"data fraction on {data.source}; mean Dice on z {test.start}–{nz - 1}"]
     lines.append(f"{'fraction':>8}  " + "  ".join(f"{m:>8}" for m in models))
     for i, f in enumerate(fractions):
         row = "  ".join(f"{curves[m][i]['mean_dice']:8.3f}" for m in models)

@@ -25,12 +25,13 @@ from xctdask.studies.common import (
     StudyResult,
     fit_network,
     load_data,
+    matched_scores,
     predict_labels,
+    pseudo_labels_of,
     pyplot,
     resolve_size,
     settings,
 )
-from xctdask.studies.stage2_duration import matched_scores, pseudo_labels_of
 
 __all__ = ["run"]
 

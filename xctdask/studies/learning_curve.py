@@ -22,6 +22,7 @@ from xctdask.studies.common import (
     StudyData,
     StudyResult,
     fit_network,
+    held_out,
     load_data,
     predict_labels,
     pyplot,
@@ -102,16 +103,8 @@ def run(
     truth = data.require_labels("learning-curve")
     run_size = resolve_size(size, data)
     nz = data.image.shape[0]
-    margin = run_size.context // 2
-    n_test = max(1, round(nz * test_fraction))
-    n_train = nz - n_test - margin
-    if n_train < 1:
-        raise ValueError(
-            f"{nz} slices leave none for training after a {n_test}-slice test slab; give a "
-            "longer stack or a smaller test_fraction"
-        )
+    n_train, test = held_out(nz, test_fraction, run_size.context)
     counts = _counts(n_train, counts)
-    test = slice(nz - n_test, nz)
     k = data.n_classes
     points = []
     for count in steps_bar(counts, description="learning curve", progress=progress):
@@ -129,14 +122,14 @@ def run(
     numbers: dict[str, Any] = {
         "data": data.source,
         "class_names": data.class_names,
-        "settings": settings(run_size, spacing=spacing, test_slices=[nz - n_test, nz]),
+        "settings": settings(run_size, spacing=spacing, test_slices=[test.start, nz]),
         "points": points,
         "baselines": {
             name: {"mean_iou": b.mean_iou, "iou": b.iou.tolist()} for name, b in baselines.items()
         },
     }
     fig = _figure(points, numbers["baselines"], data.class_names, spacing)
-    lines = [f"learning curve on {data.source}, test slab z {nz - n_test}–{nz - 1}"]
+    lines = [f"learning curve on {data.source}, test slab z {test.start}–{nz - 1}"]
     lines += [f"{'slices':>6}  mIoU   " + "  ".join(f"{n[:8]:>8}" for n in data.class_names)]
     for p in points:
         per = "  ".join("     n/a" if v is None else f"{v:8.3f}" for v in p["iou"])

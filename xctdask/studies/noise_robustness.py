@@ -23,6 +23,7 @@ from xctdask.studies.common import (
     StudyData,
     StudyResult,
     fit_network,
+    held_out,
     load_data,
     normalization,
     predict_labels,
@@ -64,13 +65,9 @@ def run(
         raise ValueError("noise levels must be ≥ 0")
     run_size = resolve_size(size, data)
     nz = data.image.shape[0]
-    n_test = max(1, round(nz * test_fraction))
-    n_train = nz - n_test - run_size.context // 2
-    if n_train < 1:
-        raise ValueError(f"{nz} slices are too few for a training and a test set")
+    n_train, test = held_out(nz, test_fraction, run_size.context)
     train_labels = np.full_like(truth, 255)
     train_labels[:n_train] = truth[:n_train]
-    test = slice(nz - n_test, nz)
     _, image_std = normalization(data.image[:n_train])
     rng = np.random.default_rng(seed + 1)
     unit_noise = rng.standard_normal(data.image.shape).astype(np.float32)
@@ -98,11 +95,11 @@ def run(
         "data": data.source,
         "class_names": data.class_names,
         "sigma_unit": "standard deviations of the image (training part)",
-        "settings": settings(run_size, sigma_max=sigma_max, test_slices=[nz - n_test, nz]),
+        "settings": settings(run_size, sigma_max=sigma_max, test_slices=[test.start, nz]),
         "table": table,
     }
     lines = [
-        f"noise robustness on {data.source}; accuracy on z {nz - n_test}–{nz - 1}",
+        f"noise robustness on {data.source}; accuracy on z {test.start}–{nz - 1}",
         f"training noise σ in [0, {sigma_max}] image std on a fraction of patches",
         f"{'noisy':>6} | test σ " + " ".join(f"{s:6.2f}" for s in test_sigmas),
     ]

@@ -28,20 +28,15 @@ from xctdask.studies.common import (
     StudyResult,
     fit_network,
     load_data,
+    matched_scores,
     predict_labels,
+    pseudo_labels_of,
     resolve_size,
     settings,
     steps_bar,
 )
-from xctdask.studies.stage2_duration import matched_scores, pseudo_labels_of
 
 __all__ = ["run"]
-
-
-def _counts(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
-    keep = (rows < n_rows) & (cols < n_cols)
-    flat = rows[keep].astype(np.int64) * n_cols + cols[keep]
-    return np.bincount(flat, minlength=n_rows * n_cols).reshape(n_rows, n_cols)
 
 
 def run(
@@ -62,6 +57,7 @@ def run(
     >>> len(run4["cluster_to_class"]), len(run4["class_to_truth"][0])
     (4, 3)
     """
+    from xctdask.metrics import contingency
     from xctdask.selfcorrect import self_correct
     from xctdask.viz import confusion
 
@@ -87,8 +83,8 @@ def run(
             progress=False,
         )
         labels3 = predict_labels(teacher, data.image)
-        k_to_c = _counts(target.ravel(), labels3.ravel(), k, k)
-        to_truth = _counts(labels3.ravel(), truth.ravel(), k, c)
+        k_to_c = np.asarray(contingency(labels3, target, k, k))  # rows: pseudo cluster
+        to_truth = np.asarray(contingency(truth, labels3, k, c))  # rows: stage-3 class
         runs.append(
             {
                 "clusters": k,

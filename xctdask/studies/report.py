@@ -26,6 +26,7 @@ from xctdask.studies.common import (
     StudyData,
     StudyResult,
     fit_network,
+    held_out,
     load_data,
     predict_labels,
     pyplot,
@@ -128,23 +129,19 @@ def report(
         "class_names": names,
         "table": table,
         "confusion": cm.tolist(),
-        "confusion_by_all": _plain(cm / max(cm.sum(), 1)),
-        "confusion_by_row": _plain(_safe(cm, cm.sum(1, keepdims=True))),
-        "confusion_by_column": _plain(_safe(cm, cm.sum(0, keepdims=True))),
+        "confusion_by_all": cm / max(cm.sum(), 1),
+        "confusion_by_row": _safe(cm, cm.sum(1, keepdims=True)),
+        "confusion_by_column": _safe(cm, cm.sum(0, keepdims=True)),
     }
     figures = {"confusion": _confusions(cm, names)}
     if image is not None:
         hist = joint_histogram(image, truth, n_classes, bins=bins)
         numbers["histogram"] = {
             "counts": hist.tolist(),
-            "normalised_over_all_classes": _plain(hist / max(hist.sum(), 1)),
+            "normalised_over_all_classes": hist / max(hist.sum(), 1),
         }
         figures["histogram"] = _histogram(hist, names)
     return StudyResult("report", numbers, format_table(table), figures)
-
-
-def _plain(matrix: np.ndarray) -> list:
-    return [[None if not np.isfinite(v) else float(v) for v in row] for row in matrix]
 
 
 def format_table(table: dict[str, Any]) -> str:
@@ -230,23 +227,19 @@ def run(
     truth = data.require_labels("report")
     run_size = resolve_size(size, data)
     nz = data.image.shape[0]
-    n_test = max(1, round(nz * test_fraction))
-    n_train = nz - n_test - run_size.context // 2
-    if n_train < 1:
-        raise ValueError(f"{nz} slices are too few for a training and a test set")
+    n_train, test = held_out(nz, test_fraction, run_size.context)
     sparse = np.full_like(truth, 255)
     sparse[:n_train] = truth[:n_train]
     net, _ = fit_network(data.image, sparse, data.n_classes, run_size, seed=seed, progress=progress)
-    test = slice(nz - n_test, nz)
     pred = predict_labels(net, data.image)[test]
     result = report(
         pred, truth[test], data.n_classes, image=data.image[test], class_names=data.class_names
     )
     result.numbers = {
         "data": data.source,
-        "settings": settings(run_size, test_slices=[nz - n_test, nz]),
+        "settings": settings(run_size, test_slices=[test.start, nz]),
     } | result.numbers
     result.summary = (
-        f"report on {data.source}, test slab z {nz - n_test}–{nz - 1}\n" + result.summary
+        f"report on {data.source}, test slab z {test.start}–{nz - 1}\n" + result.summary
     )
     return result

@@ -24,36 +24,16 @@ from xctdask.studies.common import (
     StudyResult,
     fit_network,
     load_data,
+    matched_scores,
     predict_labels,
+    pseudo_labels_of,
     pyplot,
     resolve_size,
-    scores,
     settings,
     steps_bar,
 )
 
-__all__ = ["matched_scores", "pseudo_labels_of", "run"]
-
-
-def pseudo_labels_of(image: np.ndarray, n_classes: int, method: str = "kmeans", mask=None):
-    """Stage 1 over the whole image (**computes**), as ``Segmenter.fit`` does."""
-    import dask.array as da
-
-    from xctdask.pseudolabels import PseudoLabeler
-
-    labeler = PseudoLabeler(n_classes, method, mask=mask).fit(image)
-    (labels,) = da.compute(labeler.predict(da.asarray(image)))
-    return np.asarray(labels), labeler
-
-
-def matched_scores(pred: np.ndarray, truth: np.ndarray, n_pred: int, n_truth: int) -> dict:
-    """Scores after mapping predicted classes to true ones (Hungarian, then majority
-    for clusters left over), with the mapping."""
-    from xctdask.metrics import apply_mapping, match_labels
-
-    mapping = match_labels(pred, truth, n_pred, n_truth)
-    mapped = np.asarray(apply_mapping(pred, mapping))
-    return {"mapping": mapping.tolist(), **scores(mapped, truth, n_truth)}
+__all__ = ["run"]
 
 
 def run(
