@@ -219,9 +219,7 @@ def _seconds_per_batch(tile: int, batches: int) -> float:
     return float(numpy.median(times))
 
 
-def _network_in_memory(
-    shape, tile: int, overlap: float, client
-) -> tuple[float, float, int]:
+def _network_in_memory(shape, tile: int, overlap: float, client) -> tuple[float, float, int]:
     """The 1×1 network (and its softmax) over the lattice's tiles in memory, two ways.
 
     * **alone**: one thread in this process, with nothing else running, scaled to all

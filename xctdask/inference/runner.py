@@ -449,9 +449,7 @@ def _run_block(
         bad = ~torch.isfinite(x[inner])
         bad = bad if bool(bad.any()) else None
     merger = runner.merger
-    streamed = (
-        plan.spatial_dims == 2 and len(plan.slicings) == 1 and plan.slicings[0].order[0] == 0
-    )
+    streamed = plan.spatial_dims == 2 and len(plan.slicings) == 1 and plan.slicings[0].order[0] == 0
     if streamed:  # slices are normalised as the slice groups reach them (cache-warm)
         x = _NormalisedSlices(x, runner.stats)
     else:
