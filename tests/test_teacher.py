@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from xctdask import losses, models
-from xctdask.teacher import EMATeacher, confident_labels
+from xctdask.teacher import EMATeacher, class_thresholds, confident_labels
 
 
 def test_ema_update_arithmetic_over_several_steps():
@@ -74,3 +74,36 @@ def test_teacher_labels_use_the_logits_of_a_denoise_segment_network():
     teacher = EMATeacher(net)
     out = teacher.label(torch.randn(1, 1, 8, 8, 8), threshold=0.0)
     assert out.labels.shape == (1, 8, 8, 8) and out.masked_fraction == 0.0
+
+
+def test_class_thresholds_keep_a_share_of_every_predicted_class():
+    g = torch.Generator().manual_seed(0)
+    confidence = torch.rand(1000, generator=g) * 0.5 + 0.5
+    labels = torch.randint(0, 3, (1000,), generator=g)
+    labels[:5] = 3  # a rare class, all below the global threshold
+    confidence[:5] = torch.tensor([0.55, 0.6, 0.65, 0.7, 0.75])
+    per_class = class_thresholds(confidence, labels, 5, threshold=0.9, keep=0.4)
+    assert per_class[4] == pytest.approx(0.9)  # never predicted: the global threshold
+    for c in range(4):
+        picked = confidence[labels == c]
+        kept = int((picked >= per_class[c]).sum())
+        # at least 40 % kept, and never more than the global threshold would keep
+        # (or the share itself, when that is larger)
+        share = -(-4 * picked.numel() // 10)
+        assert kept >= share
+        assert kept <= max(share, int((picked >= 0.9).sum()))
+    assert per_class[3] == pytest.approx(0.7)  # the top 2 of 5 are 0.7 and 0.75
+
+
+def test_class_keep_lets_an_uncertain_small_class_through():
+    # class 1 is predicted on 4 voxels at confidences 0.55–0.7; class 0 on 96 at 0.99
+    logits = torch.zeros(1, 2, 100)
+    logits[0, 0, :96] = 5.0
+    logits[0, 1, 96:] = torch.tensor([0.2, 0.4, 0.6, 0.85])
+    plain = confident_labels(logits, 0.9)
+    assert (plain.labels == 1).sum() == 0  # the Unbiased Teacher's mask drops it
+    kept = confident_labels(logits, 0.9, class_keep=0.5)
+    assert (kept.labels == 1).sum() == 2  # its two most confident voxels survive
+    assert (kept.labels[0, :96] == 0).all()
+    with pytest.raises(ValueError, match="class_keep"):
+        confident_labels(logits, 0.9, class_keep=1.5)

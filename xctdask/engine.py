@@ -177,6 +177,11 @@ class SelfCorrectConfig(FitConfig):
     ----------
     threshold : float
         Teacher confidence below which a voxel is masked.
+    class_keep : float
+        Every class the teacher predicts in a batch keeps at least this share of its
+        voxels (its most confident) even below ``threshold``, so a small, less
+        certain class is still taught (see :func:`xctdask.teacher.class_thresholds`);
+        0 masks by ``threshold`` alone, as the Unbiased Teacher does.
     ema : float
         Teacher decay α (θ_t ← α θ_t + (1 − α) θ_s).
     strong : StrongAugment, optional
@@ -188,6 +193,7 @@ class SelfCorrectConfig(FitConfig):
     lr: float = 1e-4
     label_smoothing: float = 0.1
     threshold: float = 0.9
+    class_keep: float = 0.5
     ema: float = 0.999
     strong: aug.StrongAugment | None = None
     validation: Any = None
@@ -199,6 +205,8 @@ class SelfCorrectConfig(FitConfig):
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
         if not 0 <= self.ema <= 1:
             raise ValueError(f"ema must be in [0, 1], got {self.ema!r}")
+        if not 0 <= self.class_keep <= 1:
+            raise ValueError(f"class_keep must be in [0, 1], got {self.class_keep!r}")
 
 
 def make_config(kind: type[FitConfig], config: FitConfig | None, options: dict) -> FitConfig:
@@ -425,7 +433,9 @@ class SelfCorrectionTask(Task):
         strong_view = self.strong(weak_view, generator=g)
         weak_view, strong_view = weak_view.to(self.device), strong_view.to(self.device)
         with self.autocast():
-            guess = self.teacher.label(weak_view, self.config.threshold)
+            guess = self.teacher.label(
+                weak_view, self.config.threshold, class_keep=self.config.class_keep
+            )
             logits = self.net.split(self.net(strong_view))["logits"]
             value = self.criterion(logits, guess.labels)
         self.optimizer.zero_grad(set_to_none=True)

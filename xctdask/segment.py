@@ -77,6 +77,10 @@ class Segmenter:
         Learning rates of stage 2 and stage 3.
     threshold, ema : float
         Stage-3 teacher confidence threshold and EMA decay.
+    class_keep : float
+        Stage 3: every class the teacher predicts keeps at least this share of its
+        voxels (its most confident) as targets even below ``threshold``, so a small,
+        less certain class (pores, cracks) is not erased; 0 turns this off.
     pseudo_method : {"kmeans", "otsu", "gmm"}
         Stage-1 clustering; ``mask="cylinder"`` keeps it inside the field of view.
     tile, overlap, axes, batch_size : inference settings of :func:`xctdask.predict`.
@@ -119,6 +123,7 @@ class Segmenter:
     lr: float = 3e-3
     lr_self_correct: float = 1e-4
     threshold: float = 0.9
+    class_keep: float = 0.5
     ema: float = 0.999
     batch_size: int = 8
     pseudo_method: str = "kmeans"
@@ -198,6 +203,7 @@ class Segmenter:
         if self.lr <= 0 or self.lr_self_correct <= 0:
             raise ValueError("lr and lr_self_correct must be positive")
         number("threshold", 0.0, 1.0)
+        number("class_keep", 0.0, 1.0)
         number("ema", 0.0, 1.0)
         number("overlap", 0.0, 1.0, open_high=True)
         if self.pseudo_method not in METHODS:
@@ -343,6 +349,7 @@ class Segmenter:
                 sampler,
                 steps=self.steps_self_correct,
                 threshold=self.threshold,
+                class_keep=self.class_keep,
                 ema=self.ema,
                 seed=self.seed,
                 progress=self.progress,

@@ -8,6 +8,11 @@ labels that a teacher produces on weakly augmented views of the same patches:
   an exponential moving average, ``θ_t ← α θ_t + (1 − α) θ_s`` (α = 0.999);
 * the teacher's labels are its arg-max classes; voxels whose top-class probability is
   below ``threshold`` are masked out (labelled ``ignore_index``);
+* optionally (``class_keep``, on in stage 3 by default) each class the teacher predicts
+  keeps at least its most confident ``class_keep`` share of voxels even when they fall
+  below ``threshold``: a small class (pores, cracks) that the network predicts with
+  less confidence than the large phases would otherwise be masked out entirely, and
+  the student, taught only the confident majority around it, would erase it;
 * the student's loss is label-smoothed cross entropy over the confident voxels only,
   normalised by their number (:class:`xctdask.losses.CrossEntropyLoss` with the default
   ``ignore_index`` does exactly that).
@@ -28,6 +33,7 @@ True
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +41,7 @@ from torch import nn
 
 from xctdask.backend import UNLABELLED
 
-__all__ = ["ConfidentLabels", "EMATeacher", "confident_labels"]
+__all__ = ["ConfidentLabels", "EMATeacher", "class_thresholds", "confident_labels"]
 
 
 @dataclass(frozen=True)
@@ -61,11 +67,45 @@ class ConfidentLabels:
     masked_fraction: float
 
 
+def class_thresholds(
+    confidence: torch.Tensor, labels: torch.Tensor, n_classes: int, threshold: float, keep: float
+) -> torch.Tensor:
+    """Per-class thresholds: ``min(threshold, q_c)`` where ``q_c`` is the confidence
+    above which the most confident ``keep`` share of the voxels predicted as class ``c``
+    lie (so at least that share of every predicted class is kept).
+
+    Examples
+    --------
+    >>> conf = torch.tensor([0.95, 0.97, 0.6, 0.7, 0.8])
+    >>> labels = torch.tensor([0, 0, 1, 1, 1])
+    >>> class_thresholds(conf, labels, 3, 0.9, 0.5).tolist()   # class 2: none predicted
+    [0.8999999761581421, 0.699999988079071, 0.8999999761581421]
+    """
+    out = torch.full((n_classes,), float(threshold), device=confidence.device)
+    if keep <= 0:
+        return out
+    flat_conf, flat_labels = confidence.reshape(-1), labels.reshape(-1)
+    for c in range(n_classes):
+        values = flat_conf[flat_labels == c]
+        if values.numel() == 0:
+            continue
+        # the k-th smallest with k = n - ceil(keep·n) + 1: ceil(keep·n) voxels are ≥ it
+        n = values.numel()
+        k = n - math.ceil(keep * n) + 1
+        out[c] = torch.minimum(out[c], values.kthvalue(k).values)
+    return out
+
+
 def confident_labels(
-    logits: torch.Tensor, threshold: float, *, ignore_index: int = UNLABELLED
+    logits: torch.Tensor,
+    threshold: float,
+    *,
+    ignore_index: int = UNLABELLED,
+    class_keep: float = 0.0,
 ) -> ConfidentLabels:
     """Arg-max labels of ``logits`` (N, C, ...), masked where the top probability is
-    below ``threshold``.
+    below ``threshold`` (below the class's own threshold with ``class_keep > 0``, see
+    :func:`class_thresholds`).
 
     Examples
     --------
@@ -73,13 +113,27 @@ def confident_labels(
     >>> out = confident_labels(logits, threshold=0.9)
     >>> out.labels.tolist(), out.masked_fraction
     ([[0, 255]], 0.5)
+
+    A class the network is never sure of survives with ``class_keep``:
+
+    >>> logits = torch.tensor([[[4.0, 4.0, 0.3, 0.2], [0.0, 0.0, 0.8, 0.9]]])
+    >>> confident_labels(logits, 0.9).labels.tolist()
+    [[0, 0, 255, 255]]
+    >>> confident_labels(logits, 0.9, class_keep=0.5).labels.tolist()
+    [[0, 0, 255, 1]]
     """
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    if not 0 <= class_keep <= 1:
+        raise ValueError(f"class_keep must be in [0, 1], got {class_keep!r}")
     with torch.no_grad():
         probs = torch.softmax(logits.float(), dim=1)
         confidence, labels = probs.max(dim=1)
-        masked = confidence < threshold
+        if class_keep > 0:
+            per_class = class_thresholds(confidence, labels, probs.shape[1], threshold, class_keep)
+            masked = confidence < per_class[labels]
+        else:
+            masked = confidence < threshold
         labels = labels.masked_fill(masked, ignore_index)
     return ConfidentLabels(
         labels=labels,
@@ -124,14 +178,21 @@ class EMATeacher:
                 t.copy_(s)
 
     @torch.no_grad()
-    def label(self, x: torch.Tensor, threshold: float, *, ignore_index: int = UNLABELLED):
+    def label(
+        self,
+        x: torch.Tensor,
+        threshold: float,
+        *,
+        ignore_index: int = UNLABELLED,
+        class_keep: float = 0.0,
+    ):
         """Teacher logits on ``x`` (eval mode) turned into :class:`ConfidentLabels`.
 
         For a network returning ``(denoised, logits)`` the logits are used.
         """
         out = self.module(x)
         logits = out[1] if isinstance(out, tuple) else out
-        return confident_labels(logits, threshold, ignore_index=ignore_index)
+        return confident_labels(logits, threshold, ignore_index=ignore_index, class_keep=class_keep)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "module": self.module.state_dict()}
