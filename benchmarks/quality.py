@@ -16,9 +16,9 @@ Set-up, per phantom (all defaults of the library unless said):
 * stage 2 = ``unet2d`` (depth 3, f0 16, 2.5D with 3 slices, no skips) trained by
   ``xd.train`` on class-balanced 64×64 patches of the pseudo labels (``--steps``);
 * stage 3 = ``xd.self_correct`` from the stage-2 weights (``--steps3``), twice: as the
-  Unbiased Teacher defines it (one confidence threshold, ``class_keep=0``) and with
-  the library's default class-wise thresholds (``class_keep=0.5``: every class the
-  teacher predicts keeps its most confident half);
+  Unbiased Teacher defines it (one confidence threshold, ``class_keep=0``, the
+  library's default) and with class-wise thresholds (``class_keep=0.5``: every class
+  the teacher predicts keeps its most confident half);
 * every network is run over the whole volume with ``xd.predict``.
 
 IoU is over the voxels inside the field of view, after matching the pseudo-label
@@ -114,7 +114,7 @@ def run_phantom(kind: str, args: argparse.Namespace) -> dict:
         )
         report[name] = result
         histories.append(teacher.history)
-    default = report["stage3_class_keep"]
+    default = report["stage3_unbiased_teacher"]
     report["goal_met"] = (
         default["gain_over_pseudo_points"] >= 10 and not default["classes_below_pseudo"]
     )

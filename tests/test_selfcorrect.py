@@ -57,7 +57,9 @@ def test_threshold_one_masks_everything_and_nothing_is_learned(setup):
     torch.manual_seed(1)
     net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
     before = [p.clone() for p in net.parameters()]
-    teacher = self_correct(net, setup["unlabelled"], steps=3, threshold=1.0, progress=False)
+    teacher = self_correct(  # the Unbiased Teacher's own mask: no class-wise share kept
+        net, setup["unlabelled"], steps=3, threshold=1.0, class_keep=0.0, progress=False
+    )
     assert teacher.history.masked_fraction == [1.0, 1.0, 1.0]
     assert teacher.history.loss == [0.0, 0.0, 0.0]
     # no gradient reached the student: only weight decay touched it
@@ -141,3 +143,14 @@ def test_self_correct_resumes_exactly_after_an_interruption(setup, tmp_path):
     np.testing.assert_allclose(b.val_miou, a.val_miou, rtol=1e-5)
     for p, q in zip(straight.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_class_keep_teaches_every_predicted_class_even_at_threshold_one(setup):
+    torch.manual_seed(1)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    teacher = self_correct(
+        net, setup["unlabelled"], steps=2, threshold=1.0, class_keep=0.5, progress=False
+    )
+    # each predicted class keeps (at least) its most confident half: about half is masked
+    assert all(0.3 <= f <= 0.5 for f in teacher.history.masked_fraction)
+    assert all(loss > 0 for loss in teacher.history.loss)

@@ -180,8 +180,8 @@ class SelfCorrectConfig(FitConfig):
     class_keep : float
         Every class the teacher predicts in a batch keeps at least this share of its
         voxels (its most confident) even below ``threshold``, so a small, less
-        certain class is still taught (see :func:`xctdask.teacher.class_thresholds`);
-        0 masks by ``threshold`` alone, as the Unbiased Teacher does.
+        certain class is still taught (see :func:`xctdask.teacher.class_thresholds`).
+        The default 0 masks by ``threshold`` alone, as the Unbiased Teacher does.
     ema : float
         Teacher decay α (θ_t ← α θ_t + (1 − α) θ_s).
     strong : StrongAugment, optional
@@ -193,7 +193,7 @@ class SelfCorrectConfig(FitConfig):
     lr: float = 1e-4
     label_smoothing: float = 0.1
     threshold: float = 0.9
-    class_keep: float = 0.5
+    class_keep: float = 0.0
     ema: float = 0.999
     strong: aug.StrongAugment | None = None
     validation: Any = None

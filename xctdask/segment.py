@@ -80,7 +80,8 @@ class Segmenter:
     class_keep : float
         Stage 3: every class the teacher predicts keeps at least this share of its
         voxels (its most confident) as targets even below ``threshold``, so a small,
-        less certain class (pores, cracks) is not erased; 0 turns this off.
+        less certain class (pores, cracks) is not erased. Off (0) by default: on the
+        crystal phantom keeping half of every class cost 10 mIoU points.
     pseudo_method : {"kmeans", "otsu", "gmm"}
         Stage-1 clustering; ``mask="cylinder"`` keeps it inside the field of view.
     tile, overlap, axes, batch_size : inference settings of :func:`xctdask.predict`.
@@ -123,7 +124,7 @@ class Segmenter:
     lr: float = 3e-3
     lr_self_correct: float = 1e-4
     threshold: float = 0.9
-    class_keep: float = 0.5
+    class_keep: float = 0.0
     ema: float = 0.999
     batch_size: int = 8
     pseudo_method: str = "kmeans"
