@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from xctdask.backend import as_dask, check_same_shape, unwrap, validate_volume
+from xctdask.backend import UNLABELLED, as_dask, check_same_shape, unwrap, validate_volume
 from xctdask.regions import Renormalize, register_pointwise
 
 __all__ = ["Segmenter", "segment"]
@@ -539,7 +539,8 @@ class Segmenter:
         if output == "confidence":
             return xr.DataArray(mean.max(axis=0).astype(np.float32), dims=image.dims)
         finite = da.isfinite(mean).all(axis=0)
-        labels = da.where(finite, da.nan_to_num(mean).argmax(axis=0), 255).astype(np.uint8)
+        labels = da.where(finite, da.nan_to_num(mean).argmax(axis=0), UNLABELLED)
+        labels = labels.astype(np.uint8)
         return xr.DataArray(labels, dims=image.dims)
 
     def fit_transform(self, vol: Any, labels: Any = None, clean: Any = None) -> xr.DataArray:

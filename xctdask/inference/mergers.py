@@ -63,10 +63,7 @@ class Merger:
     def finalize(self, mean: torch.Tensor, bad: torch.Tensor | None) -> torch.Tensor:
         """The result from the averaged values ``(C, *block)``; ``bad`` marks voxels
         whose input is not finite (``None``: there are none)."""
-        out = mean.clone()
-        if bad is not None:
-            out[:, bad] = math.nan
-        return out
+        return _mark(mean.clone(), bad, math.nan)  # ``bad`` broadcasts over classes
 
 
 def _first_max(mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +87,7 @@ def _first_max(mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _mark(out: torch.Tensor, bad: torch.Tensor | None, value: float) -> torch.Tensor:
+    """``out`` with ``value`` where ``bad`` (in place; nothing to do for ``None``)."""
     if bad is not None:
         out.masked_fill_(bad, value)
     return out

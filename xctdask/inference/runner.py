@@ -438,8 +438,8 @@ def _run_block(
 ) -> Any:
     plan = spec.plan
     runner = _Runner(net, spec, _mean_std(stats))
-    # ``data`` is this task's own fresh buffer (read or assembled): normalise in place,
-    # so the region exists once in its dtype and once as float32, never more
+    # ``data`` is this task's own fresh buffer (read or assembled): it is normalised in
+    # place (float32 input) or into one float32 copy, whole or slice by slice (streamed)
     x = to_torch(data, runner.device)
     bad = None  # integer scans have no non-finite voxels: skip the check (≈ 5 ms/Mvox)
     if x.dtype.is_floating_point:
