@@ -170,8 +170,14 @@ def _ct_like(shape, chunks, dtype=np.uint16, seed=0) -> da.Array:
 
 
 def _one_by_one() -> torch.nn.Module:
+    """The 1×1 network standing in for a network on a GPU. Self-contained (imports
+    inside): :func:`_seconds_per_batch` builds it on the workers too."""
+    import torch
+
+    import xctdask
+
     torch.manual_seed(0)
-    net = xd.models.wrap(torch.nn.Conv2d(1, 3, 1), spatial_dims=2)
+    net = xctdask.models.wrap(torch.nn.Conv2d(1, 3, 1), spatial_dims=2)
     net.normalization = (1400.0, 300.0)
     return net.eval()
 
@@ -189,20 +195,19 @@ def _seconds_per_batch(tile: int, batches: int) -> float:
     """One thread's time for one batch of 8 tiles through the 1×1 network and the
     softmax every output averages (the median of ``batches`` timed batches).
 
-    Self-contained (imports inside, no module globals): it is also sent to the
-    workers, and this script's globals do not pickle there. It runs under the
-    allocator settings ``predict``'s blocks use (see ``runner.tune_allocator``).
+    Self-contained (imports inside; the only global it uses, :func:`_one_by_one`, is
+    too): it is also sent to the workers, and this script's module-level names do not
+    pickle there. It runs under the allocator settings ``predict``'s blocks use (see
+    ``runner.tune_allocator``).
     """
     import time
 
     import numpy
     import torch
 
-    import xctdask
     from xctdask.inference.runner import inference_allocator
 
-    torch.manual_seed(0)
-    net = xctdask.models.wrap(torch.nn.Conv2d(1, 3, 1), spatial_dims=2).eval()
+    net = _one_by_one()
     batch = torch.randn(8, 1, tile, tile)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
