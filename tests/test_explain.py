@@ -42,6 +42,19 @@ def test_lazy_equals_slice_by_slice_and_the_heat_lies_on_the_class(trained):
     assert inside > outside
 
 
+def test_chunks_explained_in_parallel_threads_do_not_see_each_other(trained):
+    """captum hooks the shared network's layer: concurrent chunks must not mix maps."""
+    net, vol, _ = trained
+    import dask
+    import dask.array as da
+
+    eager = gradcam(net, vol, 1)
+    lazy = gradcam(net, da.from_array(vol, chunks=(1, 32, 32)), 1, lazy=True)
+    with dask.config.set(scheduler="threads", num_workers=4):
+        for _ in range(3):
+            np.testing.assert_allclose(lazy.compute(), eager, rtol=1e-3, atol=1e-3 * eager.max())
+
+
 def test_layers_by_name_and_bad_requests(trained):
     net, vol, _ = trained
     heat = gradcam(net, vol, 0, layer="top", slices=[0, 9])

@@ -18,6 +18,7 @@ networks take the given (sub-)volume at once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,12 @@ import torch
 from torch import nn
 
 __all__ = ["default_layer", "gradcam"]
+
+# captum hooks the layer of the network object itself: two threads explaining with the
+# same network at once (Dask's threaded scheduler runs chunks in parallel) would each
+# catch the other's feature maps. One explanation at a time per process (seen in CI as
+# "the differentiated Tensor ... not used in the graph").
+_HOOK_LOCK = threading.Lock()
 
 
 def default_layer(net: nn.Module) -> nn.Module:
@@ -64,16 +71,18 @@ def _normalized(data: np.ndarray, net: nn.Module) -> np.ndarray:
 def _cam(net: nn.Module, layer: nn.Module, batch: torch.Tensor, class_index: int) -> np.ndarray:
     from captum.attr import LayerAttribution, LayerGradCam
 
-    with torch.no_grad():
-        assigned = net(batch).argmax(1) == class_index  # (B, *spatial)
-    empty = ~assigned.flatten(1).any(1)
-    assigned[empty] = True
+    with _HOOK_LOCK:  # captum's hooks would see any other forward pass through the layer
+        with torch.no_grad():
+            assigned = net(batch).argmax(1) == class_index  # (B, *spatial)
+        empty = ~assigned.flatten(1).any(1)
+        assigned[empty] = True
 
-    def score(x: torch.Tensor) -> torch.Tensor:
-        logits = net(x)[:, class_index]
-        return (logits * assigned).flatten(1).sum(1)
+        def score(x: torch.Tensor) -> torch.Tensor:
+            logits = net(x)[:, class_index]
+            return (logits * assigned).flatten(1).sum(1)
 
-    cam = LayerGradCam(score, layer).attribute(batch, relu_attributions=True)
+        with torch.enable_grad():
+            cam = LayerGradCam(score, layer).attribute(batch, relu_attributions=True)
     mode = "bilinear" if batch.ndim == 4 else "trilinear"
     up = LayerAttribution.interpolate(cam, tuple(batch.shape[2:]), interpolate_mode=mode)
     return up[:, 0].detach().cpu().numpy().astype(np.float32)
