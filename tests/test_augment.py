@@ -132,3 +132,20 @@ def test_on_the_gpu_the_batch_stays_there():
     out = augment.strong(img, augment.StrongAugment(p=1.0), seed=0)
     assert img.is_cuda and lab.is_cuda and out.is_cuda
     assert torch.equal(lab, (img[:, 2] > 2.5).long())
+
+
+def test_degrade_adds_noise_near_the_level_asked_to_the_fraction_asked():
+    image = torch.zeros(40, 1, 64, 64)
+    out = augment.degrade(image, 0.3, 0.5, seed=0)
+    levels = out.std(dim=(1, 2, 3))
+    touched = levels > 0
+    assert int(touched.sum()) == 20 and torch.equal(image, torch.zeros_like(image))
+    # sigma · U(0.5, 1.5): inside the range, spread over it
+    assert levels[touched].min() > 0.14 and levels[touched].max() < 0.46
+    assert levels[touched].max() - levels[touched].min() > 0.1
+    assert torch.equal(augment.degrade(image, 0.3, 0.5, seed=0), out)  # reproducible
+    assert torch.equal(augment.degrade(image, 0.0, 1.0, seed=0), image)
+    with pytest.raises(ValueError, match="fraction"):
+        augment.degrade(image, 0.3, 1.5)
+    with pytest.raises(ValueError, match="sigma"):
+        augment.degrade(image, -1.0)

@@ -16,7 +16,7 @@ import pytest
 import xctdask as xd
 from xctdask.io import open_volume
 
-FAST = ["--classes", "3", "--steps", "30", "--steps-self-correct", "10", "--patch", "32"]
+FAST = ["--classes", "3", "--steps", "10", "--steps-self-correct", "4", "--patch", "32"]
 FAST += ["--depth", "2", "--f0", "4", "--context", "3", "--tile", "64"]
 
 

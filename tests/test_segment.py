@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 import xctdask as xd
+from xctdask.segment import _histogram_stats
 
 SMALL = {"patch": 48, "depth": 2, "f0": 8, "context": 3, "progress": False}
 
@@ -214,3 +215,25 @@ def test_flips_average_the_mirror_images(unsupervised, phantom):
     assert (plain == labels.values).mean() > 0.9  # a refinement, not another answer
     with pytest.raises(ValueError, match="flips=True"):
         unsupervised.transform(vol, output="entropy", flips=True)
+
+
+def test_fit_like_an_lq_scan_adds_the_noise_the_hq_scan_lacks(phantom):
+    """``like=``: the LQ scan's extra noise, measured on each scan in its own normalised
+    grey values, goes into training; a bad ``like`` is refused before any work."""
+    from xctdask.metrics import noise_level
+
+    tiny = {"patch": 32, "depth": 1, "f0": 2, "context": 1, "progress": False}
+    seg = xd.Segmenter(3, steps=2, steps_self_correct=2, **tiny)
+    seg.fit(phantom.hq, like=phantom.lq)
+    lq_stats = xd.PseudoLabeler(3, mask="cylinder").fit(phantom.lq).histogram_
+    theirs = noise_level(phantom.lq, normalize=_histogram_stats(lq_stats))
+    ours = noise_level(phantom.hq, normalize=seg.normalization_)
+    assert theirs > 2 * ours  # the LQ scan is the noisier one
+    assert seg.degrade_sigma_ == pytest.approx(np.sqrt(theirs**2 - ours**2), rel=1e-6)
+    assert len(seg.history["stage2"]["loss"]) == 2 and "stage3" in seg.history
+    # an HQ scan "like" itself needs no noise
+    assert xd.Segmenter(3, steps=1, steps_self_correct=0, **tiny).fit(
+        phantom.hq, like=phantom.hq
+    ).degrade_sigma_ == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="like must be 3-D"):
+        xd.Segmenter(3, **tiny).fit(phantom.hq, like=phantom.lq.values[0])

@@ -45,6 +45,7 @@ __all__ = [
     "OPS",
     "StrongAugment",
     "clahe",
+    "degrade",
     "equalize_local",
     "noise_fraction",
     "strong",
@@ -380,6 +381,47 @@ def noise_fraction(
         device_gen.manual_seed(int(torch.randint(2**62, (), generator=g)))
         noise = torch.randn(image[i].shape, generator=device_gen, device=image.device)
         out[i] = image[i] + sigma * noise.to(image.dtype)
+    return out
+
+
+def degrade(
+    image: torch.Tensor,
+    sigma: float,
+    fraction: float = 0.5,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """High-quality patches made as noisy as a low-quality scan, on a fraction of a batch.
+
+    For a network fitted on an HQ scan and applied to LQ scans (a 4-D series: one slow
+    scan, many fast ones): a random ``fraction`` of the samples gets white Gaussian
+    noise of standard deviation ``sigma · u``, ``u`` uniform in [0.5, 1.5], in the
+    patches' own (normalised) grey values. ``sigma`` is the extra noise the LQ scan
+    has, ``sqrt(σ_LQ² − σ_HQ²)`` from :func:`xctdask.metrics.noise_level` (which is
+    what ``Segmenter.fit(..., like=lq)`` passes). The other samples are unchanged.
+
+    Examples
+    --------
+    >>> x = torch.zeros(8, 1, 32, 32)
+    >>> y = degrade(x, 0.2, 0.5, seed=0)
+    >>> int((y != x).flatten(1).any(1).sum()), 0.05 < float(y.std()) < 0.25
+    (4, True)
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be ≥ 0, got {sigma!r}")
+    g = _generator(generator, seed)
+    n = image.shape[0]
+    chosen = torch.randperm(n, generator=g)[: round(fraction * n)]
+    out = image.clone()
+    for i in chosen.tolist():
+        level = sigma * _uniform(g, 0.5, 1.5)
+        device_gen = torch.Generator(device=image.device)
+        device_gen.manual_seed(int(torch.randint(2**62, (), generator=g)))
+        noise = torch.randn(image[i].shape, generator=device_gen, device=image.device)
+        out[i] = image[i] + level * noise.to(image.dtype)
     return out
 
 

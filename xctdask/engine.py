@@ -81,6 +81,10 @@ class FitConfig:
         Gaussian noise on a fraction of the training samples, each with a sigma drawn
         in ``[0, noise_sigma]`` (in units of the sample's std), as the noise-robustness
         study trains (0 = off).
+    degrade_sigma, degrade_fraction : float
+        White noise of about ``degrade_sigma`` (normalised grey values) on a
+        ``degrade_fraction`` of the training samples (:func:`xctdask.augment.degrade`):
+        an HQ scan's patches made as noisy as the LQ scans the network will see (0 = off).
     loss : torch.nn.Module, optional
         Default: the network's :meth:`~xctdask.models.Network.default_loss`.
     class_weights : "auto", bool or array of shape (n_classes,)
@@ -128,6 +132,8 @@ class FitConfig:
     augment: bool = True
     noise_fraction: float = 0.0
     noise_sigma: float = 0.5
+    degrade_sigma: float = 0.0
+    degrade_fraction: float = 0.5
     loss: nn.Module | None = None
     class_weights: Any = "auto"
     class_patches: int = 64
@@ -158,6 +164,10 @@ class FitConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0 <= self.noise_fraction <= 1:
             raise ValueError(f"noise_fraction must be in [0, 1], got {self.noise_fraction!r}")
+        if not 0 <= self.degrade_fraction <= 1:
+            raise ValueError(f"degrade_fraction must be in [0, 1], got {self.degrade_fraction!r}")
+        if not self.degrade_sigma >= 0:
+            raise ValueError(f"degrade_sigma must be ≥ 0, got {self.degrade_sigma!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "auto":
             raise ValueError(
                 f"class_weights must be 'auto', True, False or one weight per class, "
@@ -431,6 +441,10 @@ class SelfCorrectionTask(Task):
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
         weak_view, _, _ = aug.weak(batch["image"], generator=g)
         strong_view = self.strong(weak_view, generator=g)
+        if self.config.degrade_sigma > 0:  # the student sees LQ-like noise, the teacher not
+            strong_view = aug.degrade(
+                strong_view, self.config.degrade_sigma, self.config.degrade_fraction, generator=g
+            )
         weak_view, strong_view = weak_view.to(self.device), strong_view.to(self.device)
         with self.autocast():
             guess = self.teacher.label(
@@ -476,6 +490,8 @@ def _augmented(batch: dict, config: FitConfig, step: int) -> dict:
         image, target, clean = aug.weak(image, target, clean, generator=g)
     if config.noise_fraction > 0:
         image = aug.noise_fraction(image, config.noise_fraction, config.noise_sigma, generator=g)
+    if config.degrade_sigma > 0:
+        image = aug.degrade(image, config.degrade_sigma, config.degrade_fraction, generator=g)
     out = {"image": image}
     if target is not None:
         out["target"] = target

@@ -232,9 +232,11 @@ class Segmenter:
                 f"{self.class_names!r}"
             )
 
-    def _check(self, vol: Any, labels: Any, clean: Any) -> None:
+    def _check(self, vol: Any, labels: Any, clean: Any, like: Any = None) -> None:
         self.validate()
         validate_volume(vol)
+        if like is not None:
+            validate_volume(like, name="like")
         for other, name in ((labels, "labels"), (clean, "clean")):
             if other is not None:
                 validate_volume(other, name=name)
@@ -262,7 +264,9 @@ class Segmenter:
         if n_labelled == 0:
             raise ValueError("labels hold no labelled voxel (all 255)")
 
-    def fit(self, vol: Any, labels: Any = None, clean: Any = None) -> Segmenter:
+    def fit(
+        self, vol: Any, labels: Any = None, clean: Any = None, *, like: Any = None
+    ) -> Segmenter:
         """Train the network on ``vol`` (**computes**: the histogram pass, the sampler's
         statistics pass and training).
 
@@ -274,13 +278,32 @@ class Segmenter:
             Dense or sparse labels (255 = unlabelled); none for the unsupervised path.
         clean : array, optional
             A high-quality scan of the same sample, aligned with ``vol``.
+        like : array, optional
+            A low-quality scan the network will be applied to (another time step of a
+            4-D series; it need not be aligned with ``vol``). Its noise level and
+            ``vol``'s are measured (:func:`xctdask.metrics.noise_level`, each scan
+            normalised by its own histogram statistics, **computes** a histogram pass
+            over ``like``), and half of the training patches get the noise ``vol``
+            lacks (:func:`xctdask.augment.degrade`), in stage 2 and for stage 3's
+            student. The level is kept as ``degrade_sigma_``. (When an LQ scan
+            *aligned* with the HQ one exists, train on it instead: ``fit(lq, labels)``,
+            or ``fit(lq, clean=hq)``.)
+
+        Examples
+        --------
+        >>> import xctdask as xd
+        >>> ds = xd.phantoms.make("fibre-composite", (16, 48, 48), seed=0)
+        >>> seg = xd.Segmenter(3, steps=4, steps_self_correct=0, patch=32, depth=1, f0=2,
+        ...                    context=1, progress=False).fit(ds.hq, like=ds.lq)
+        >>> seg.degrade_sigma_ > 0
+        True
         """
         from xctdask.pseudolabels import PseudoLabeler
         from xctdask.sampling import PatchSampler
         from xctdask.selfcorrect import self_correct
         from xctdask.train import train
 
-        self._check(vol, labels, clean)
+        self._check(vol, labels, clean, like)
         self._preset(clean is not None)  # a preset that does not fit the data fails now
         if labels is not None:
             self._check_label_values(labels)
@@ -294,6 +317,9 @@ class Segmenter:
             self.normalization_ = _histogram_stats(lq_stats.histogram_)
             self.clean_normalization_ = _histogram_stats(labeler.histogram_)
         self.pseudo_labeler_ = labeler
+        self.degrade_sigma_ = 0.0
+        if like is not None:
+            self.degrade_sigma_ = self._extra_noise(vol, like)
         if labels is None:
             _stage(self.progress, "stage 1: pseudo labels")
             target = labeler.predict(source)
@@ -336,6 +362,7 @@ class Segmenter:
         sampler = self._sampler(make_sampler, unwrap(vol).shape[0], labels is not None)
         _stage(self.progress, f"stage 2: training {net.config['name']} for {self.steps} steps")
         stage2 = {"lr": self.lr, "batch_size": self.batch_size}
+        stage2["degrade_sigma"] = self.degrade_sigma_
         stage2.update(preset.fit_options("train") if preset else {})
         net = train(
             net, sampler, steps=self.steps, seed=self.seed, progress=self.progress, **stage2
@@ -344,6 +371,7 @@ class Segmenter:
         if labels is None and clean is None and net.segments and self.steps_self_correct > 0:
             _stage(self.progress, f"stage 3: self-correction for {self.steps_self_correct} steps")
             stage3 = {"lr": self.lr_self_correct, "batch_size": self.batch_size}
+            stage3["degrade_sigma"] = self.degrade_sigma_
             stage3.update(preset.fit_options("self_correct") if preset else {})
             net = self_correct(
                 net,
@@ -361,6 +389,16 @@ class Segmenter:
         net.class_names = self.class_names
         self.network_ = net.eval()
         return self
+
+    def _extra_noise(self, vol: Any, like: Any) -> float:
+        """The noise ``like`` has beyond ``vol``'s, in ``vol``'s normalised grey values."""
+        from xctdask.metrics import noise_level
+        from xctdask.pseudolabels import PseudoLabeler
+
+        like_stats = PseudoLabeler(self.n_classes, self.pseudo_method, mask=self.mask).fit(like)
+        theirs = noise_level(like, normalize=_histogram_stats(like_stats.histogram_))
+        ours = noise_level(vol, normalize=self.normalization_)
+        return float(np.sqrt(max(theirs**2 - ours**2, 0.0)))
 
     def _sampler(self, make_sampler, nz: int, labelled: bool):
         """Training patches with a z-slab validation split where the data allow one;

@@ -46,3 +46,19 @@ def test_bad_input():
         metrics.ssim(TEST, REF, win_size=4)
     with pytest.raises(ValueError, match="3-D"):
         metrics.ssim(TEST[0], REF[0])
+
+
+def test_noise_level_finds_the_noise_under_structure_and_follows_normalisation():
+    rng = np.random.default_rng(0)
+    _, yy, xx = np.mgrid[0:6, 0:128, 0:128]
+    structure = np.where((yy - 64) ** 2 + (xx - 64) ** 2 < 40**2, 5.0, 1.0) + 0.01 * xx
+    for sigma in (0.05, 0.2, 0.8):
+        noisy = structure + rng.normal(0, sigma, structure.shape)
+        assert metrics.noise_level(noisy) == pytest.approx(sigma, rel=0.1)
+        # in the units of a normalisation, and lazily on Dask input
+        lazy = da.from_array(noisy, chunks=(2, 64, 64))
+        assert metrics.noise_level(lazy, normalize=(3.0, 2.0)) == pytest.approx(sigma / 2, rel=0.1)
+    with pytest.raises(ValueError, match="slices"):
+        metrics.noise_level(structure, slices=0)
+    with pytest.raises(ValueError, match=r"\(z, y, x\)"):
+        metrics.noise_level(structure[0])

@@ -26,7 +26,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         ],
         "confusion": ["confusion_matrix", "contingency"],
         "forest": ["ForestBaseline"],
-        "image": ["psnr", "ssim"],
+        "image": ["noise_level", "psnr", "ssim"],
         "matching": ["apply_mapping", "match_labels"],
         "scores": [
             "classification_report",
