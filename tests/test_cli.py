@@ -211,6 +211,7 @@ def test_train_then_segment_with_the_saved_segmenter(tmp_path, client, capsys):
 
     ds = phantoms.make("fibre-composite", (24, 64, 64), seed=4)
     save_volume(ds.hq, tmp_path / "hq.zarr", chunks=(8, 64, 64), progress=False)
+    save_volume(ds.lq, tmp_path / "lq.zarr", chunks=(8, 64, 64), progress=False)
     truth = ds.labels.values
     sparse = np.full_like(truth, 255)
     sparse[[4, 12, 20]] = truth[[4, 12, 20]]
@@ -218,9 +219,11 @@ def test_train_then_segment_with_the_saved_segmenter(tmp_path, client, capsys):
     address = ["--scheduler", client.scheduler.address]
     model = tmp_path / "seg.pt"
     argv = ["train", str(tmp_path / "hq.zarr"), str(model), "--labels", str(tmp_path / "ann.zarr")]
+    argv += ["--like", str(tmp_path / "lq.zarr")]  # the LQ scan's extra noise in training
     assert main([*argv, *FAST_TRAIN, *address]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mode"] == "supervised" and model.is_file()
+    assert report["degrade_sigma"] > 0
     out = tmp_path / "labels.zarr"
     argv = ["segment", str(tmp_path / "hq.zarr"), str(out), "--segmenter", str(model), *address]
     assert main(argv) == 0

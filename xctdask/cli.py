@@ -299,7 +299,8 @@ def _fit(args: argparse.Namespace):
     vol = open_volume(args.input, dataset=args.dataset, **_so(args))
     labels = open_volume(args.labels, **_so(args)) if args.labels else None
     clean = open_volume(args.clean, **_so(args)) if args.clean else None
-    return vol, seg.fit(vol, labels, clean)
+    like = open_volume(args.like, **_so(args)) if args.like else None
+    return vol, seg.fit(vol, labels, clean, like=like)
 
 
 def _refuse_existing(
@@ -323,7 +324,7 @@ def _refuse_existing(
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    _guard([args.input, args.labels, args.clean], [args.segmenter])
+    _guard([args.input, args.labels, args.clean, args.like], [args.segmenter])
     _refuse_existing(args.segmenter, overwrite=args.overwrite)
     with _cluster(args.scheduler, args.workers):
         _, seg = _fit(args)
@@ -334,6 +335,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "mode": seg.mode_,
         "network": seg.network_.config["name"],
         "normalization": list(seg.normalization_),
+        "degrade_sigma": seg.degrade_sigma_,
         "best_validation_miou": stage.get("best_miou"),
     }
     print(json.dumps(report, indent=2))
@@ -345,7 +347,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from xctdask.segment import Segmenter
 
     _guard(
-        [args.input, args.labels, args.clean, args.segmenter], [args.output, args.save_segmenter]
+        [args.input, args.labels, args.clean, args.like, args.segmenter],
+        [args.output, args.save_segmenter],
     )
     _refuse_existing(
         args.output,
@@ -361,8 +364,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 f"{args.segmenter} was fitted for {seg.n_classes} classes; --classes "
                 f"{args.classes} cannot change that (fit a new one with `xctdask train`)"
             )
-        if args.labels or args.clean:
-            raise ValueError("--labels and --clean are for training; with --segmenter, drop them")
+        if args.labels or args.clean or args.like:
+            raise ValueError(
+                "--labels, --clean and --like are for training; with --segmenter, drop them"
+            )
     else:
         _segmenter_from(args)  # check the settings before the cluster starts
     with _cluster(args.scheduler, args.workers):
@@ -613,6 +618,11 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--labels", help="dense or sparse labels (255 = unlabelled)")
         p.add_argument("--clean", help="a high-quality scan of the same sample (stacked net)")
+        p.add_argument(
+            "--like",
+            help="a low-quality scan the network will segment (a later time step, not "
+            "necessarily aligned): training patches get its extra noise",
+        )
         p.add_argument("--model", default="unet2d", help="network of the zoo (default unet2d)")
         p.add_argument(
             "--preset",
