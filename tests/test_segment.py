@@ -237,3 +237,29 @@ def test_fit_like_an_lq_scan_adds_the_noise_the_hq_scan_lacks(phantom):
     ).degrade_sigma_ == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="like must be 3-D"):
         xd.Segmenter(3, **tiny).fit(phantom.hq, like=phantom.lq.values[0])
+
+
+def test_pretraining_on_matched_pseudo_labels_comes_before_the_annotations(phantom):
+    """``pretrain_steps``: the pseudo labels, their clusters matched to the annotated
+    classes, train first; then the annotations for ``steps``."""
+    tiny = {"patch": 32, "depth": 1, "f0": 2, "context": 1, "progress": False}
+    truth = phantom.labels.values
+    sparse = np.full_like(truth, 255)
+    sparse[[8, 16]] = truth[[8, 16]]
+    seg = xd.Segmenter(3, steps=3, pretrain_steps=4, **tiny).fit(phantom.hq, sparse)
+    assert len(seg.history["pretrain"]["loss"]) == 4
+    assert len(seg.history["stage2"]["loss"]) == 3 and seg.mode_ == "supervised"
+    # what it pretrained on: pseudo labels in the annotations' class numbers
+    pseudo = np.asarray(seg.pseudo_labeler_.predict(phantom.hq))
+    inside = pseudo != 255  # outside the field of view stays unlabelled
+    assert 0 < inside.mean() < 1
+    mapping = xd.metrics.match_labels(
+        np.where(inside, pseudo, 0), np.where(inside, sparse, 255), 3, 3
+    )
+    matched = np.asarray(xd.metrics.apply_mapping(pseudo, mapping))
+    assert (matched[~inside] == 255).all()
+    agree = (matched == truth)[inside].mean()
+    raw_agree = (pseudo == truth)[inside].mean()
+    assert agree > 0.8 and agree >= raw_agree
+    with pytest.raises(ValueError, match="pretrain_steps"):
+        xd.Segmenter(3, pretrain_steps=-1, **tiny).fit(phantom.hq, sparse)

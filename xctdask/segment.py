@@ -73,6 +73,13 @@ class Segmenter:
         Training patch size in y and x (and z for 3-D networks, capped by the volume).
     steps, steps_self_correct : int
         Optimisation steps of stage 2 and of stage 3 (0 skips stage 3).
+    pretrain_steps : int
+        With annotations: first train this many steps on the stage-1 pseudo labels of
+        the whole volume (its clusters matched to the annotated classes on the
+        annotated voxels by the Hungarian algorithm), then fine-tune on the
+        annotations for ``steps``. 0 (default) trains on the annotations only: on the
+        real battery slices with 3 annotated slices, 300 pretraining steps gave 0.576
+        mIoU against 0.582 without (the pseudo labels there score 0.295).
     lr, lr_self_correct : float
         Learning rates of stage 2 and stage 3.
     threshold, ema : float
@@ -121,6 +128,7 @@ class Segmenter:
     patch: int = 128
     steps: int = 600
     steps_self_correct: int = 900
+    pretrain_steps: int = 0
     lr: float = 3e-3
     lr_self_correct: float = 1e-4
     threshold: float = 0.9
@@ -197,6 +205,7 @@ class Segmenter:
         integer("patch", 8)
         integer("steps", 1)
         integer("steps_self_correct", 0)
+        integer("pretrain_steps", 0)
         integer("batch_size", 1)
         integer("seed", 0)
         number("lr", 0.0, 1.0)
@@ -320,6 +329,7 @@ class Segmenter:
         self.degrade_sigma_ = 0.0
         if like is not None:
             self.degrade_sigma_ = self._extra_noise(vol, like)
+        pretrain_target = None
         if labels is None:
             _stage(self.progress, "stage 1: pseudo labels")
             target = labeler.predict(source)
@@ -327,6 +337,19 @@ class Segmenter:
         else:
             target = labels
             self.mode_ = "supervised"
+            if self.pretrain_steps > 0 and clean is None:
+                from xctdask.metrics import apply_mapping, match_labels
+
+                _stage(self.progress, "stage 1: pseudo labels to pretrain on")
+                pseudo = as_dask(unwrap(labeler.predict(source)))
+                outside = pseudo == UNLABELLED  # outside the field of view: not matched
+                mapping = match_labels(
+                    da.where(outside, 0, pseudo),
+                    da.where(outside, UNLABELLED, as_dask(unwrap(labels))),
+                    self.n_classes,
+                    self.n_classes,
+                )
+                pretrain_target = apply_mapping(pseudo, mapping)
         if clean is not None:
             self.mode_ += "+denoise"
         preset = self._preset(clean is not None)
@@ -345,10 +368,10 @@ class Segmenter:
         else:
             clean_data = None
 
-        def make_sampler(split: tuple[float, float, float]) -> PatchSampler:
+        def make_sampler(split: tuple[float, float, float], on: Any = target) -> PatchSampler:
             return PatchSampler(
                 vol,
-                target,
+                on,
                 clean=clean_data,
                 patch=patch,
                 context=context,
@@ -356,7 +379,7 @@ class Segmenter:
                 split=split,
                 normalize=self.normalization_,
                 seed=self.seed,
-                target_name="pseudo labels" if labels is None else "annotations",
+                target_name="annotations" if on is labels else "pseudo labels",
             )
 
         sampler = self._sampler(make_sampler, unwrap(vol).shape[0], labels is not None)
@@ -364,6 +387,17 @@ class Segmenter:
         stage2 = {"lr": self.lr, "batch_size": self.batch_size}
         stage2["degrade_sigma"] = self.degrade_sigma_
         stage2.update(preset.fit_options("train") if preset else {})
+        if pretrain_target is not None:
+            _stage(self.progress, f"pretraining on pseudo labels for {self.pretrain_steps} steps")
+            net = train(
+                net,
+                make_sampler((1.0, 0.0, 0.0), pretrain_target),
+                steps=self.pretrain_steps,
+                seed=self.seed,
+                progress=self.progress,
+                **stage2,
+            )
+            self.history["pretrain"] = net.history.to_dict()
         net = train(
             net, sampler, steps=self.steps, seed=self.seed, progress=self.progress, **stage2
         )
