@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import tempfile
 import time
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 import xctdask as xd
+from xctdask.cluster import peak_rss_mb
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -318,10 +318,6 @@ def _codec_pipelines(client, volume: Path, labels: Path, chunks) -> dict:
     return out
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def big(workdir: Path, client, gigabytes: float) -> dict:
     chunks = (64, 256, 256)
     side = 2048
@@ -359,8 +355,8 @@ def big(workdir: Path, client, gigabytes: float) -> dict:
         predict_gvox_per_s=round(gvox / t_predict, 3),
         predict_over_read=round(t_predict / t_read, 2),
         peak_rss_mb={
-            "client": round(_peak_rss_mb(), 0),
-            **{k: round(v, 0) for k, v in client.run(_peak_rss_mb).items()},
+            "client": round(peak_rss_mb(), 0),
+            **{k: round(v, 0) for k, v in client.run(peak_rss_mb).items()},
         },
     )
     print(json.dumps(report))

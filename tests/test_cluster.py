@@ -31,3 +31,30 @@ def test_gpu_true_without_gpu_is_a_clear_error():
 def test_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(OSError, match="cannot reach the Dask scheduler"):
         cluster.connect("tcp://127.0.0.1:1", timeout=2)
+
+
+def _child_peak(queue) -> None:
+    from xctdask.cluster import peak_rss_mb
+
+    queue.put(peak_rss_mb())
+
+
+def test_peak_memory_of_a_spawned_process_is_its_own():
+    """``ru_maxrss`` survives fork and exec: a worker spawned by a process that held
+    1 GB would report 1 GB. ``peak_rss_mb`` reports the child's own peak."""
+    import multiprocessing
+
+    import numpy as np
+
+    from xctdask.cluster import peak_rss_mb
+
+    held = np.ones(800 * 2**20, np.uint8)  # the parent holds 800 MiB while spawning
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child_peak, args=(queue,))
+    child.start()
+    peak = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert peak_rss_mb() > 800
+    assert 0 < peak < 400, peak
+    del held

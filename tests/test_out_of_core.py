@@ -16,8 +16,6 @@ of every worker is reported (and stays under its limit).
 
 from __future__ import annotations
 
-import resource
-
 import dask
 import dask.array as da
 import numpy as np
@@ -26,6 +24,7 @@ import torch
 
 import xctdask as xd
 from xctdask.cli import main
+from xctdask.cluster import peak_rss_mb
 
 # A worker process with torch, dask and zarr loaded is ~400 MB by itself, and one
 # block of inference briefly needs ~250 MB more (peak 638 MB measured): one process
@@ -38,10 +37,6 @@ WORKERS, THREADS = 1, 2
 SHAPE = (960, 1024, 1024)  # float64: 8.05 GB = 10 × 768 MiB
 STORAGE = (16, 256, 256)  # 8 MiB chunks
 CHUNK_SIZE = "16MiB"  # Dask chunks of two storage chunks: tasks stay small
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _paused(client, address: str) -> int:
@@ -136,7 +131,7 @@ def test_a_volume_ten_times_the_cluster_memory(tmp_path, capsys):
         capsys.readouterr()
         stages["train"] = time.perf_counter() - clock
 
-        peaks = client.run(_peak_mb)
+        peaks = client.run(peak_rss_mb)  # each worker's own peak (VmHWM)
         paused = {address: _paused(client, address) for address in workers}
         still = set(client.scheduler_info()["workers"])
     print(

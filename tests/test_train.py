@@ -33,9 +33,9 @@ def _sampler(ds, **options):
 def test_a_tiny_unet_learns_the_hq_phantom(phantom):
     torch.manual_seed(0)
     net = xd.models.build("unet2d", 1, 3, depth=2, f0=8)
-    net = train(net, _sampler(phantom), steps=200, lr=3e-3, val_every=50, progress=False)
+    net = train(net, _sampler(phantom), steps=100, lr=3e-3, val_every=25, progress=False)
     history = net.history
-    assert len(history.loss) == 200 and history.val_step == [50, 100, 150, 200]
+    assert len(history.loss) == 100 and history.val_step == [25, 50, 75, 100]
     assert max(history.val_miou) >= 0.8
     assert history.best_miou == max(history.val_miou)
     assert np.mean(history.loss[-20:]) < np.mean(history.loss[:20])

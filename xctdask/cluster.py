@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["active_client", "connect", "gpu_count", "local"]
+__all__ = ["active_client", "connect", "gpu_count", "local", "peak_rss_mb"]
 
 
 def gpu_count() -> int:
@@ -117,3 +117,31 @@ def connect(address: str, *, timeout: float = 10.0) -> Any:
         return Client(address, timeout=timeout)
     except (OSError, TimeoutError) as err:
         raise OSError(f"cannot reach the Dask scheduler at {address!r}: {err}") from err
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (run it on workers with
+    ``client.run(peak_rss_mb)``).
+
+    On Linux it is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this
+    process's own memory. ``getrusage``'s ``ru_maxrss`` is not used there: it survives
+    ``fork`` and ``exec``, so a worker spawned by a process that once held 1 GB reports
+    at least 1 GB. Elsewhere ``ru_maxrss`` is the best there is.
+
+    Examples
+    --------
+    >>> peak_rss_mb() > 0
+    True
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS
