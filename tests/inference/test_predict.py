@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import dask
 import dask.array as da
 import numpy as np
@@ -364,13 +366,39 @@ def test_the_allocator_is_tuned_only_while_blocks_run():
 
     from xctdask.inference import runner
 
-    expected = sys.platform.startswith("linux") and os.environ.get("XCTDASK_TUNE_MALLOC") != "0"
+    expected = (
+        sys.platform.startswith("linux")
+        and os.environ.get("XCTDASK_TUNE_MALLOC") != "0"
+        and any(name in os.environ for name in runner._FIXING_VARIABLES)
+    )
     with runner.inference_allocator():
         assert runner._ALLOCATOR_TUNED is expected
         with runner.inference_allocator():  # a second block at the same time
             assert runner._ALLOCATOR_TUNED is expected
         assert runner._ALLOCATOR_TUNED is expected  # the first still runs
     assert runner._ALLOCATOR_TUNED is False  # later tasks get the default allocator
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_allocator_is_tuned_only_where_an_environment_variable_fixed_it():
+    """A Dask nanny's worker (``MALLOC_TRIM_THRESHOLD_`` set) gets the tuned allocator;
+    a plain process keeps glibc's dynamic threshold, which a restore could not give back."""
+    import os
+    import subprocess
+
+    code = (
+        "from xctdask.inference import runner\n"
+        "with runner.inference_allocator():\n"
+        "    print(runner._ALLOCATOR_TUNED)\n"
+    )
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    plain.pop("XCTDASK_TUNE_MALLOC", None)
+    for env, expected in ((plain, "False"), ({**plain, "MALLOC_TRIM_THRESHOLD_": "65536"}, "True")):
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == expected
 
 
 @pytest.mark.parametrize("from_store", [False, True])

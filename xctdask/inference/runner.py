@@ -47,9 +47,24 @@ _BLOCKS_RUNNING = 0
 _ALLOCATOR_LOCK = threading.Lock()
 
 
+# Any of these set at start-up fixes glibc's mmap threshold (its dynamic adjustment is off
+# for good); without them the threshold adapts by itself and must be left alone: glibc
+# cannot switch the adjustment back on, so tuning and "restoring" a plain process would
+# freeze its threshold at 128 KiB and slow every later PyTorch step in it (2.4× measured
+# on a tiny U-Net after one in-process predict).
+_FIXING_VARIABLES = (
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_MMAP_MAX_",
+)
+
+
 def _libc() -> Any:
     if not sys.platform.startswith("linux") or os.environ.get("XCTDASK_TUNE_MALLOC") == "0":
         return None
+    if not any(name in os.environ for name in _FIXING_VARIABLES):
+        return None  # glibc's own dynamic threshold is on: nothing to fix
     try:
         return ctypes.CDLL("libc.so.6")
     except OSError:
@@ -65,8 +80,11 @@ def tune_allocator(threshold: int = 64 * 2**20) -> bool:
     (``unet2d``, f0 = 16, batch 8 of 5×128×128, one thread): 0.27 s per batch in a
     worker against 0.12 s in a plain process, and 0.09 s after this call. It raises
     the mmap and trim thresholds to ``threshold`` bytes until :func:`restore_allocator`.
-    Linux/glibc only; set the environment variable ``XCTDASK_TUNE_MALLOC=0`` to leave
-    the allocator alone. Returns whether the allocator is tuned.
+    Linux/glibc only, and only in a process whose threshold an environment variable
+    (``MALLOC_TRIM_THRESHOLD_`` and kin) has fixed: elsewhere glibc adapts the threshold
+    by itself, and a tuned-then-restored allocator would lose that for good. Set the
+    environment variable ``XCTDASK_TUNE_MALLOC=0`` to leave the allocator alone.
+    Returns whether the allocator is tuned.
     """
     global _ALLOCATOR_TUNED
     libc = _libc()
