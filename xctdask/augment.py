@@ -35,6 +35,7 @@ torch.Size([2, 3, 16, 16])
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -369,14 +370,29 @@ def noise_fraction(
     >>> int((y != x).flatten(1).any(1).sum())
     4
     """
+    return _noise_on_fraction(
+        image,
+        fraction,
+        lambda g, sample: _uniform(g, 0.0, sigma_max) * float(sample.std().clamp_min(1e-12)),
+        _generator(generator, seed),
+    )
+
+
+def _noise_on_fraction(
+    image: torch.Tensor,
+    fraction: float,
+    level: Callable[[torch.Generator, torch.Tensor], float],
+    g: torch.Generator,
+) -> torch.Tensor:
+    """White Gaussian noise of std ``level(g, sample)`` on a random ``fraction`` of the
+    samples of a batch (a new tensor; the others unchanged)."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
-    g = _generator(generator, seed)
     n = image.shape[0]
     chosen = torch.randperm(n, generator=g)[: round(fraction * n)]
     out = image.clone()
     for i in chosen.tolist():
-        sigma = _uniform(g, 0.0, sigma_max) * float(image[i].std().clamp_min(1e-12))
+        sigma = level(g, image[i])
         device_gen = torch.Generator(device=image.device)
         device_gen.manual_seed(int(torch.randint(2**62, (), generator=g)))
         noise = torch.randn(image[i].shape, generator=device_gen, device=image.device)
@@ -408,21 +424,11 @@ def degrade(
     >>> int((y != x).flatten(1).any(1).sum()), 0.05 < float(y.std()) < 0.25
     (4, True)
     """
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
     if not sigma >= 0:
         raise ValueError(f"sigma must be ≥ 0, got {sigma!r}")
-    g = _generator(generator, seed)
-    n = image.shape[0]
-    chosen = torch.randperm(n, generator=g)[: round(fraction * n)]
-    out = image.clone()
-    for i in chosen.tolist():
-        level = sigma * _uniform(g, 0.5, 1.5)
-        device_gen = torch.Generator(device=image.device)
-        device_gen.manual_seed(int(torch.randint(2**62, (), generator=g)))
-        noise = torch.randn(image[i].shape, generator=device_gen, device=image.device)
-        out[i] = image[i] + level * noise.to(image.dtype)
-    return out
+    return _noise_on_fraction(
+        image, fraction, lambda g, _: sigma * _uniform(g, 0.5, 1.5), _generator(generator, seed)
+    )
 
 
 def strong(

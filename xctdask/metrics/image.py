@@ -153,9 +153,8 @@ def noise_level(volume: Any, *, slices: int = 8, normalize: Any = None) -> float
     """
     from scipy.ndimage import convolve
 
+    validate_volume(volume)
     data = unwrap(volume)
-    if data.ndim != 3:
-        raise ValueError(f"noise_level needs a (z, y, x) volume, got shape {data.shape}")
     if slices < 1:
         raise ValueError(f"slices must be ≥ 1, got {slices!r}")
     picks = np.unique(np.linspace(0, data.shape[0] - 1, min(slices, data.shape[0])).round())
