@@ -12,7 +12,9 @@ The workers run PyTorch's own convolution kernels instead of oneDNN's: for the
 1-channel layers of this toy network oneDNN's are 3× slower on this project's CPU
 (8 tiles of 256², f0 = 1: 153 ms against 50 ms per batch; from f0 = 4 up oneDNN is
 faster), and its inference over the whole volume would double the test's time. What
-the test proves (memory and task behaviour) does not depend on the kernel.
+the test proves (memory and task behaviour) does not depend on the kernel. Inference
+runs 2 tiles per batch: with 8, the network's activations (which ``predict``'s memory
+plan does not count) got the worker killed at this limit.
 """
 
 from __future__ import annotations
