@@ -362,7 +362,6 @@ def test_gpu_worker_path(net25d):
 
 def test_the_allocator_is_tuned_only_while_blocks_run():
     import os
-    import sys
 
     from xctdask.inference import runner
 
