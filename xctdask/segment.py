@@ -277,7 +277,8 @@ class Segmenter:
         self, vol: Any, labels: Any = None, clean: Any = None, *, like: Any = None
     ) -> Segmenter:
         """Train the network on ``vol`` (**computes**: the histogram pass, the sampler's
-        statistics pass and training).
+        statistics pass and training; with ``pretrain_steps``, also one pass matching the
+        pseudo labels to the annotations).
 
         Parameters
         ----------
