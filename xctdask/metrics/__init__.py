@@ -25,6 +25,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
             "zero_oc_from_histogram",
         ],
         "confusion": ["confusion_matrix", "contingency"],
+        "filters": ["FILTERS", "FilterBaseline"],
         "forest": ["ForestBaseline"],
         "image": ["noise_level", "psnr", "ssim"],
         "matching": ["apply_mapping", "match_labels"],
@@ -40,7 +41,9 @@ __getattr__, __dir__, _ = lazy_loader.attach(
 )
 
 __all__ = [
+    "FILTERS",
     "BaselineScores",
+    "FilterBaseline",
     "ForestBaseline",
     "apply_mapping",
     "bin_zero_oc",
