@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from xctdask.backend import check_same_shape, is_dask, to_host, unwrap
+from xctdask.metrics.image import psnr
 
 __all__ = ["FILTERS", "FilterBaseline"]
 
@@ -56,11 +57,6 @@ def _filtered(image: np.ndarray, name: str, strength: float, noise: float) -> np
                 fast_mode=True,
             )
     return out
-
-
-def _psnr(test: np.ndarray, reference: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((test.astype(np.float64) - reference) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
 
 
 @dataclass
@@ -131,15 +127,23 @@ class FilterBaseline:
                 values = _filtered(noisy, name, strength, self.noise_)[mask].astype(np.float64)
                 scale, offset = np.polyfit(values, reference, 1)
                 self.maps_[name, strength] = (float(scale), float(offset))
-                self.scores_[name, strength] = _psnr(scale * values + offset, reference, data_range)
+                mapped = scale * values + offset
+                self.scores_[name, strength] = float(psnr(mapped, reference, data_range=data_range))
         self.choice_ = max(self.scores_, key=self.scores_.__getitem__)
-        self.scale_, self.offset_ = self.maps_[self.choice_]
         self.best_ = {
             name: max(v for (n, _), v in self.scores_.items() if n == name)
             for name in self.filters
             if self.filters[name]
         }
         return self
+
+    @property
+    def scale_(self) -> float:
+        return self.maps_[self.choice_][0]
+
+    @property
+    def offset_(self) -> float:
+        return self.maps_[self.choice_][1]
 
     def transform(self, noisy: Any, *, choice: tuple[str, float] | None = None) -> np.ndarray:
         """``noisy`` filtered with the chosen filter (or ``choice``, any candidate tried)
