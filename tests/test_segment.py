@@ -263,3 +263,38 @@ def test_pretraining_on_matched_pseudo_labels_comes_before_the_annotations(phant
     assert agree > 0.8 and agree >= raw_agree
     with pytest.raises(ValueError, match="pretrain_steps"):
         xd.Segmenter(3, pretrain_steps=-1, **tiny).fit(phantom.hq, sparse)
+
+
+def test_annotations_weigh_the_classes_pseudo_labels_do_not(unsupervised, phantom):
+    """``class_weights="auto"``: median-frequency weights with annotations, so the
+    smallest class weighs most; none with pseudo labels; ``False`` turns them off."""
+    tiny = {"patch": 32, "depth": 1, "f0": 2, "context": 1, "progress": False}
+    truth = phantom.labels.values
+    sparse = np.full_like(truth, 255)
+    sparse[[8, 16]] = truth[[8, 16]]
+    weights = xd.Segmenter(3, steps=2, **tiny).fit(phantom.hq, sparse).history["stage2"]
+    weights = np.asarray(weights["class_weights"])
+    share = np.bincount(truth[[8, 16]].ravel(), minlength=3)
+    assert weights.shape == (3,) and weights[share.argmin()] > weights[share.argmax()]
+    off = xd.Segmenter(3, steps=2, class_weights=False, **tiny).fit(phantom.hq, sparse)
+    assert off.history["stage2"]["class_weights"] == []
+    assert unsupervised.history["stage2"]["class_weights"] == []
+    with pytest.raises(ValueError, match="class_weights"):
+        xd.Segmenter(3, class_weights="balanced", **tiny).fit(phantom.hq, sparse)
+
+
+def test_self_training_follows_the_annotations_with_the_teacher(phantom):
+    """``self_train_steps``: the labelled + unlabelled Unbiased Teacher after stage 2,
+    with stage 2's class weights on the annotations; the teacher is what is kept."""
+    tiny = {"patch": 32, "depth": 1, "f0": 2, "context": 1, "progress": False}
+    truth = phantom.labels.values
+    sparse = np.full_like(truth, 255)
+    sparse[[8, 16]] = truth[[8, 16]]
+    seg = xd.Segmenter(3, steps=2, self_train_steps=3, **tiny).fit(phantom.hq, sparse)
+    history = seg.history["self_train"]
+    assert len(history["loss"]) == 3 and len(history["masked_fraction"]) == 3
+    assert history["class_weights"] == seg.history["stage2"]["class_weights"] != []
+    assert not any(p.requires_grad for p in seg.network_.parameters())  # the EMA teacher
+    assert seg.transform(phantom.hq[:4]).shape == (4, 96, 96)
+    with pytest.raises(ValueError, match="self_train_steps"):
+        xd.Segmenter(3, self_train_steps=-1, **tiny).fit(phantom.hq, sparse)

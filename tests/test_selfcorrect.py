@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import xctdask as xd
+from xctdask.engine import evaluate
 from xctdask.sampling import PatchSampler
 from xctdask.selfcorrect import self_correct
 from xctdask.train import train
@@ -154,3 +155,34 @@ def test_class_keep_teaches_every_predicted_class_even_at_threshold_one(setup):
     # each predicted class keeps (at least) its most confident half: about half is masked
     assert all(0.3 <= f <= 0.5 for f in teacher.history.masked_fraction)
     assert all(loss > 0 for loss in teacher.history.loss)
+
+
+def test_annotations_teach_the_student_next_to_the_teacher(setup):
+    """The labelled + unlabelled form: with every teacher label masked (threshold 1),
+    the annotations alone still teach, and the teacher follows; their class weights
+    are counted on the annotated patches."""
+    torch.manual_seed(3)
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=8)
+    truth = setup["truth"]
+    start = evaluate(net, truth.validation_batches(8, 4), 3, torch.device("cpu"))
+    teacher = self_correct(
+        net,
+        setup["unlabelled"],
+        labelled=truth,
+        class_weights=True,
+        steps=40,
+        threshold=1.0,
+        ema=0.5,
+        lr=3e-3,
+        validation=truth,
+        val_every=40,
+        progress=False,
+    )
+    h = teacher.history
+    assert h.masked_fraction == [1.0] * 40 and min(h.loss) > 0  # the annotations' term
+    assert len(h.class_weights) == 3
+    assert h.val_miou[-1] > start["miou"] + 0.2
+    with pytest.raises(ValueError, match="labelled"):
+        self_correct(net, setup["unlabelled"], labelled=setup["unlabelled"], steps=1)
+    with pytest.raises(ValueError, match="unsupervised_weight"):
+        self_correct(net, setup["unlabelled"], labelled=truth, unsupervised_weight=-1, steps=1)

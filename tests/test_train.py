@@ -154,3 +154,16 @@ def test_class_weights_come_from_the_samplers_patches(phantom):
     assert auto.class_weights is not None  # the paper's weighted CE by default
     with pytest.raises(ValueError, match="class_weights"):
         FitConfig(class_weights="median").check()
+
+
+def test_strong_augmentation_changes_the_images_not_the_targets(phantom):
+    """``strong=``: intensity augmentation of stage-2 images after the weak one."""
+    from xctdask.augment import StrongAugment
+    from xctdask.engine import FitConfig, _augmented
+
+    batch = next(_sampler(phantom).batches("train", 4, 1))
+    plain = _augmented(batch, FitConfig(seed=0), step=0)
+    strong = _augmented(batch, FitConfig(seed=0, strong=StrongAugment(p=1.0)), step=0)
+    torch.testing.assert_close(strong["target"], plain["target"])  # same weak geometry
+    assert not torch.allclose(strong["image"], plain["image"])
+    assert strong["image"].shape == plain["image"].shape

@@ -77,6 +77,10 @@ class FitConfig:
         Maximum gradient norm.
     augment : bool
         Weak (geometric) augmentation of every training batch.
+    strong : StrongAugment, optional
+        Intensity augmentation (:func:`xctdask.augment.strong`: contrast, blur, noise,
+        cut-out) of every training image after the weak one; the targets are unchanged.
+        Off (None) by default in stage 2; in stage 3 it is the student's augmentation.
     noise_fraction, noise_sigma : float
         Gaussian noise on a fraction of the training samples, each with a sigma drawn
         in ``[0, noise_sigma]`` (in units of the sample's std), as the noise-robustness
@@ -130,6 +134,7 @@ class FitConfig:
     val_batches: int = 4
     grad_clip: float | None = 1.0
     augment: bool = True
+    strong: aug.StrongAugment | None = None
     noise_fraction: float = 0.0
     noise_sigma: float = 0.5
     degrade_sigma: float = 0.0
@@ -198,6 +203,18 @@ class SelfCorrectConfig(FitConfig):
         The student's augmentation.
     validation : PatchSampler, optional
         Labels to validate the teacher against (default: the training sampler's).
+    labelled : PatchSampler, optional
+        Annotations for the labelled + unlabelled form of the Unbiased Teacher: "In the
+        semi-supervised setting, the student receives supervision from the teacher's
+        pseudo labels and the images with ground-truth labels" (the SR-CT
+        self-correction paper, Sec. III-D, on Liu et al. 2021). Each step the student
+        also learns from a batch of these annotated patches (weakly augmented, cross
+        entropy weighted by ``class_weights`` when they are given as values), and the
+        teacher's term is multiplied by ``unsupervised_weight``. None (default): the
+        unsupervised form, as the SR-CT paper uses it.
+    unsupervised_weight : float
+        λ_u, the weight of the teacher's term next to the annotations' (with
+        ``labelled`` only).
     """
 
     lr: float = 1e-4
@@ -207,6 +224,8 @@ class SelfCorrectConfig(FitConfig):
     ema: float = 0.999
     strong: aug.StrongAugment | None = None
     validation: Any = None
+    labelled: Any = None
+    unsupervised_weight: float = 1.0
     keep_best: bool = False
 
     def check(self) -> None:
@@ -217,6 +236,10 @@ class SelfCorrectConfig(FitConfig):
             raise ValueError(f"ema must be in [0, 1], got {self.ema!r}")
         if not 0 <= self.class_keep <= 1:
             raise ValueError(f"class_keep must be in [0, 1], got {self.class_keep!r}")
+        if not self.unsupervised_weight >= 0:
+            raise ValueError(f"unsupervised_weight must be ≥ 0, got {self.unsupervised_weight!r}")
+        if self.labelled is not None and getattr(self.labelled, "target", None) is None:
+            raise ValueError("labelled must be a PatchSampler with annotations (a target)")
 
 
 def make_config(kind: type[FitConfig], config: FitConfig | None, options: dict) -> FitConfig:
@@ -241,8 +264,8 @@ class History:
     ``val_miou``; ``validated_against`` says which labels (annotations, pseudo labels,
     ground truth); ``best_score`` is the best mean IoU (PSNR for a denoiser) and
     ``best_step`` where it was; ``mean_confidence`` and ``masked_fraction`` are logged by
-    stage 3; ``snapshots`` holds ``(step, state_dict)`` pairs when ``snapshot_every`` is
-    set.
+    stage 3; ``class_weights`` are the cross entropy's class weights (empty: none);
+    ``snapshots`` holds ``(step, state_dict)`` pairs when ``snapshot_every`` is set.
     """
 
     step: list[int] = field(default_factory=list)
@@ -260,6 +283,7 @@ class History:
     seconds: float = 0.0
     threads: int = 0
     validated_against: str = ""
+    class_weights: list[float] = field(default_factory=list)
     snapshots: list[tuple[int, dict]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -432,6 +456,9 @@ class SelfCorrectionTask(Task):
         self.criterion = CrossEntropyLoss(label_smoothing=config.label_smoothing).to(device)
         self.optimizer = _make_optimizer(config)(net.optimizer_groups(config))
         self.strong = config.strong or aug.StrongAugment()
+        weights = config.class_weights if isinstance(config.class_weights, torch.Tensor) else None
+        self.supervised = CrossEntropyLoss(weight=weights).to(device)
+        self._labelled_stream = None
         amp = device.type == "cuda" if config.amp is None else config.amp
         self.autocast = lambda: torch.autocast(
             device_type=device.type, dtype=torch.bfloat16, enabled=amp
@@ -452,6 +479,12 @@ class SelfCorrectionTask(Task):
             )
             logits = self.net.split(self.net(strong_view))["logits"]
             value = self.criterion(logits, guess.labels)
+            if self.config.labelled is not None:
+                image, target = self._labelled_batch(step, g)
+                with_labels = self.net.split(self.net(image))["logits"]
+                value = self.supervised(with_labels, target) + (
+                    self.config.unsupervised_weight * value
+                )
         self.optimizer.zero_grad(set_to_none=True)
         value.backward()
         if self.config.grad_clip:
@@ -462,6 +495,16 @@ class SelfCorrectionTask(Task):
             "mean_confidence": guess.mean_confidence,
             "masked_fraction": guess.masked_fraction,
         }
+
+    def _labelled_batch(self, step: int, g: torch.Generator):
+        """The annotated batch of ``step`` (its own stream, resumable), weakly augmented."""
+        if self._labelled_stream is None:
+            self._labelled_stream = self.config.labelled.batches(
+                "train", self.config.batch_size, seed=self.config.seed + 1, start=step
+            )
+        batch = next(self._labelled_stream)
+        image, target, _ = aug.weak(batch["image"], batch["target"], generator=g)
+        return image.to(self.device), target.to(self.device)
 
     def evaluated(self):
         return self.teacher.module
@@ -488,6 +531,8 @@ def _augmented(batch: dict, config: FitConfig, step: int) -> dict:
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     if config.augment:
         image, target, clean = aug.weak(image, target, clean, generator=g)
+    if config.strong is not None:
+        image = config.strong(image, generator=g)
     if config.noise_fraction > 0:
         image = aug.noise_fraction(image, config.noise_fraction, config.noise_sigma, generator=g)
     if config.degrade_sigma > 0:
@@ -568,7 +613,8 @@ def _resolve_class_weights(config: FitConfig, net: nn.Module, sampler: Any, n_cl
     if isinstance(wanted, str):
         wanted = bool(getattr(net, "class_weighted", False))
     if wanted is True and n_classes and config.loss is None:
-        pixels, samples = sampler.class_statistics("train", n_patches=config.class_patches)
+        counted = getattr(config, "labelled", None) or sampler  # annotations, when given
+        pixels, samples = counted.class_statistics("train", n_patches=config.class_patches)
         weights = class_weights(pixels, samples)
     elif wanted is not False and wanted is not True and wanted is not None:
         weights = torch.as_tensor(np.asarray(wanted, np.float32))
@@ -618,6 +664,8 @@ def fit_loop(
             if getattr(checker, "has_labels", lambda part: True)("validation"):
                 validation = checker.validation_batches(config.batch_size, config.val_batches)
         history.validated_against = getattr(checker, "describe", lambda: "")() if validation else ""
+        if isinstance(config.class_weights, torch.Tensor):
+            history.class_weights = [round(float(w), 6) for w in config.class_weights]
         if start == 0:
             torch.manual_seed(config.seed)
         stream = sampler.batches(
