@@ -30,12 +30,15 @@ def setup():
 def test_self_correction_needs_no_labels_and_logs_confidence(setup):
     torch.manual_seed(0)
     net = xd.models.build("unet2d", 1, 3, depth=2, f0=8, skip=False)
-    net = train(net, setup["pseudo"], steps=60, lr=3e-3, val_every=60, progress=False)
+    net = train(
+        net, setup["pseudo"], steps=60, lr=3e-3, val_every=60, batch_size=4, progress=False
+    )
     start = [p.clone() for p in net.parameters()]
     teacher = self_correct(
         net,
         setup["unlabelled"],
         steps=30,
+        batch_size=4,
         threshold=0.7,
         ema=0.9,
         lr=1e-3,
@@ -170,16 +173,17 @@ def test_annotations_teach_the_student_next_to_the_teacher(setup):
         setup["unlabelled"],
         labelled=truth,
         class_weights=True,
-        steps=40,
+        steps=15,
         threshold=1.0,
         ema=0.5,
-        lr=3e-3,
+        lr=1e-2,
+        batch_size=4,
         validation=truth,
-        val_every=40,
+        val_every=15,
         progress=False,
     )
     h = teacher.history
-    assert h.masked_fraction == [1.0] * 40 and min(h.loss) > 0  # the annotations' term
+    assert h.masked_fraction == [1.0] * 15 and min(h.loss) > 0  # the annotations' term
     assert len(h.class_weights) == 3
     assert h.val_miou[-1] > start["miou"] + 0.2
     with pytest.raises(ValueError, match="labelled"):
