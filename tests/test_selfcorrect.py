@@ -30,9 +30,7 @@ def setup():
 def test_self_correction_needs_no_labels_and_logs_confidence(setup):
     torch.manual_seed(0)
     net = xd.models.build("unet2d", 1, 3, depth=2, f0=8, skip=False)
-    net = train(
-        net, setup["pseudo"], steps=60, lr=3e-3, val_every=60, batch_size=4, progress=False
-    )
+    net = train(net, setup["pseudo"], steps=60, lr=3e-3, val_every=60, batch_size=4, progress=False)
     start = [p.clone() for p in net.parameters()]
     teacher = self_correct(
         net,
