@@ -79,7 +79,8 @@ class Segmenter:
         annotated voxels by the Hungarian algorithm), then fine-tune on the
         annotations for ``steps``. 0 (default) trains on the annotations only: on the
         real battery slices with 3 annotated slices, 300 pretraining steps gave 0.576
-        mIoU against 0.582 without (the pseudo labels there score 0.295).
+        mIoU against 0.582 without, both without class weights (the pseudo labels
+        there score 0.295).
     self_train_steps : int
         With annotations: after stage 2, this many steps of the labelled + unlabelled
         Unbiased Teacher (:func:`xctdask.self_correct` with ``labelled=``): the student
@@ -90,6 +91,14 @@ class Segmenter:
         2.2× the stage-2 time.
     lr, lr_self_correct : float
         Learning rates of stage 2 and stage 3.
+    class_weights : bool or "auto"
+        Weigh stage 2's cross entropy by class, ``median(P/S)/(P/S)`` counted on
+        training patches (see :class:`xctdask.engine.FitConfig`), so a thin or rare
+        phase counts as much as the bulk. ``"auto"`` (default): on with annotations;
+        with pseudo labels the network decides (the stacked network weighs, the U-Nets
+        do not). Measured with 3 annotated slices (300 steps): on the real battery
+        slices 0.603 mIoU with, 0.582 without; on the fibre-composite phantom's LQ
+        scan 0.971 with, 0.977 without.
     threshold, ema : float
         Stage-3 teacher confidence threshold and EMA decay.
     class_keep : float
