@@ -613,7 +613,8 @@ def _resolve_class_weights(config: FitConfig, net: nn.Module, sampler: Any, n_cl
     if isinstance(wanted, str):
         wanted = bool(getattr(net, "class_weighted", False))
     if wanted is True and n_classes and config.loss is None:
-        counted = getattr(config, "labelled", None) or sampler  # annotations, when given
+        labelled = getattr(config, "labelled", None)  # annotations, when given
+        counted = labelled if labelled is not None else sampler
         pixels, samples = counted.class_statistics("train", n_patches=config.class_patches)
         weights = class_weights(pixels, samples)
     elif wanted is not False and wanted is not True and wanted is not None:

@@ -430,22 +430,26 @@ class Segmenter:
             net, sampler, steps=self.steps, seed=self.seed, progress=self.progress, **stage2
         )
         self.history["stage2"] = net.history.to_dict()
-        if labels is not None and clean is None and net.segments and self.self_train_steps > 0:
-            _stage(
-                self.progress,
-                f"self-training on the annotations and the teacher for {self.self_train_steps} "
-                "steps",
-            )
+        # stage 3: the Unbiased Teacher, unsupervised on pseudo labels, or with the
+        # annotations next to the teacher (the labelled + unlabelled form)
+        steps3 = self.steps_self_correct if labels is None else self.self_train_steps
+        if clean is None and net.segments and steps3 > 0:
             stage3 = {"lr": self.lr_self_correct, "batch_size": self.batch_size}
             stage3["degrade_sigma"] = self.degrade_sigma_
-            stage3["class_weights"] = self.history["stage2"]["class_weights"] or False
+            if labels is None:
+                _stage(self.progress, f"stage 3: self-correction for {steps3} steps")
+                name, patches = "stage3", sampler
+            else:
+                _stage(self.progress, f"self-training on the annotations and the teacher "
+                       f"for {steps3} steps")  # fmt: skip
+                name, patches = "self_train", make_sampler((1.0, 0.0, 0.0), None)
+                stage3.update(labelled=sampler, validation=sampler)
+                stage3["class_weights"] = self.history["stage2"]["class_weights"] or False
             stage3.update(preset.fit_options("self_correct") if preset else {})
             net = self_correct(
                 net,
-                make_sampler((1.0, 0.0, 0.0), None),  # patches of the whole volume
-                steps=self.self_train_steps,
-                labelled=sampler,
-                validation=sampler,
+                patches,
+                steps=steps3,
                 threshold=self.threshold,
                 class_keep=self.class_keep,
                 ema=self.ema,
@@ -453,24 +457,7 @@ class Segmenter:
                 progress=self.progress,
                 **stage3,
             )
-            self.history["self_train"] = net.history.to_dict()
-        if labels is None and clean is None and net.segments and self.steps_self_correct > 0:
-            _stage(self.progress, f"stage 3: self-correction for {self.steps_self_correct} steps")
-            stage3 = {"lr": self.lr_self_correct, "batch_size": self.batch_size}
-            stage3["degrade_sigma"] = self.degrade_sigma_
-            stage3.update(preset.fit_options("self_correct") if preset else {})
-            net = self_correct(
-                net,
-                sampler,
-                steps=self.steps_self_correct,
-                threshold=self.threshold,
-                class_keep=self.class_keep,
-                ema=self.ema,
-                seed=self.seed,
-                progress=self.progress,
-                **stage3,
-            )
-            self.history["stage3"] = net.history.to_dict()
+            self.history[name] = net.history.to_dict()
         net.normalization = self.normalization_
         net.class_names = self.class_names
         self.network_ = net.eval()

@@ -139,10 +139,12 @@ class FilterBaseline:
 
     @property
     def scale_(self) -> float:
+        """The chosen candidate's grey-value scale (from ``maps_``)."""
         return self.maps_[self.choice_][0]
 
     @property
     def offset_(self) -> float:
+        """The chosen candidate's grey-value offset (from ``maps_``)."""
         return self.maps_[self.choice_][1]
 
     def transform(self, noisy: Any, *, choice: tuple[str, float] | None = None) -> np.ndarray:
