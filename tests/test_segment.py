@@ -239,6 +239,20 @@ def test_fit_like_an_lq_scan_adds_the_noise_the_hq_scan_lacks(phantom):
         xd.Segmenter(3, **tiny).fit(phantom.hq, like=phantom.lq.values[0])
 
 
+def test_stage_3_keeps_a_tenth_of_every_class_by_default(phantom):
+    """The Segmenter's stage 3 keeps each predicted class's most confident tenth as
+    targets (``class_keep=0.1``) even where no voxel passes the threshold; 0 is the
+    paper's plain threshold, which then masks everything."""
+    tiny = {"patch": 32, "depth": 1, "f0": 2, "context": 1, "progress": False}
+    masked = {}
+    for keep in (None, 0.0):
+        options = {} if keep is None else {"class_keep": keep}
+        seg = xd.Segmenter(3, steps=1, steps_self_correct=2, threshold=1.0, **tiny, **options)
+        masked[keep] = seg.fit(phantom.hq).history["stage3"]["masked_fraction"]
+    assert all(0.8 <= m < 0.95 for m in masked[None]), masked
+    assert masked[0.0] == [1.0, 1.0]
+
+
 def test_pretraining_on_matched_pseudo_labels_comes_before_the_annotations(phantom):
     """``pretrain_steps``: the pseudo labels, their clusters matched to the annotated
     classes, train first; then the annotations for ``steps``."""

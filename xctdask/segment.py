@@ -102,10 +102,15 @@ class Segmenter:
     threshold, ema : float
         Stage-3 teacher confidence threshold and EMA decay.
     class_keep : float
-        Stage 3: every class the teacher predicts keeps at least this share of its
-        voxels (its most confident) as targets even below ``threshold``, so a small,
-        less certain class (pores, cracks) is not erased. Off (0) by default: on the
-        crystal phantom keeping half of every class cost 10 mIoU points.
+        Stage 3: every class the teacher predicts in a batch keeps at least this share
+        of its voxels (its most confident) as targets even below ``threshold``, so a
+        less certain class (pores, a thin phase) is still taught instead of shrinking
+        step by step. 0 is the Unbiased Teacher as its paper defines it. The default
+        0.1 was chosen on LQ phantoms, stage 3 after 400 stage-2 steps, 900 steps:
+        on the 128×512×512 fibre composite (24 slices scored) stage 2 scores 0.680
+        mIoU, stage 3 0.644 with 0, **0.692** with 0.1, 0.691 with 0.2 and 0.730 with
+        0.5; on the 64×192×192 crystal phantom stage 3 scores 0.724 with 0, 0.723
+        with 0.1, 0.706 with 0.2 and 0.620 with 0.5.
     pseudo_method : {"kmeans", "otsu", "gmm"}
         Stage-1 clustering; ``mask="cylinder"`` keeps it inside the field of view.
     tile, overlap, axes, batch_size : inference settings of :func:`xctdask.predict`.
@@ -151,7 +156,7 @@ class Segmenter:
     lr_self_correct: float = 1e-4
     class_weights: bool | str = "auto"
     threshold: float = 0.9
-    class_keep: float = 0.0
+    class_keep: float = 0.1
     ema: float = 0.999
     batch_size: int = 8
     pseudo_method: str = "kmeans"
