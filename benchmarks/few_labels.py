@@ -181,6 +181,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
     parser.add_argument("--only", choices=["battery", "phantom", "transfer"])
+    parser.add_argument(
+        "--counts",
+        type=int,
+        nargs="+",
+        default=list(COUNTS),
+        help="annotated slices per run (battery: 13 is its whole training pool)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "few_labels.json"))
     args = parser.parse_args()
     import torch
@@ -190,7 +197,7 @@ def main() -> None:
     if args.only in (None, "battery"):
         image, truth, group, names = load_battery(Path(args.data) / "battery")
         test, order = battery_splits(group, args.seed)
-        sets = [sorted(order[:k]) for k in COUNTS]
+        sets = [sorted(order[:k]) for k in args.counts if k <= len(order)]
         report["battery"] = run("battery", image, truth, sets, test, args, {"stack": "slices"})
         report["battery"]["slice_names"] = names
     if args.only in (None, "phantom"):
@@ -200,7 +207,11 @@ def main() -> None:
         n_test = round(0.3 * nz)
         n_train = nz - n_test - 1
         test = list(range(nz - n_test, nz))
-        sets = [list(range((n_train - k) // 2, (n_train - k) // 2 + k)) for k in COUNTS]
+        sets = [
+            list(range((n_train - k) // 2, (n_train - k) // 2 + k))
+            for k in args.counts
+            if k <= n_train
+        ]
         report["phantom"] = run("phantom", image, truth, sets, test, args, {"context": 3})
     if args.only in (None, "transfer"):
         report["transfer"] = transfer(args)
