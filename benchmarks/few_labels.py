@@ -44,6 +44,18 @@ import xctdask as xd
 
 RESULTS = Path(__file__).parent / "results"
 COUNTS = (1, 3, 10)
+PHANTOM = (48, 192, 192)  # the phantom and transfer parts' volume
+
+
+def _phantom_slices(nz: int, k: int) -> tuple[list[int], list[int]]:
+    """The phantom part's ``k`` annotated slices (the middle of the training range) and
+    test slices (the last 30 %); one slice between the two ranges is left out."""
+    n_test = round(0.3 * nz)
+    n_train = nz - n_test - 1
+    if k > n_train:
+        raise ValueError(f"the phantom has {n_train} training slices, {k} were asked for")
+    first = (n_train - k) // 2
+    return list(range(first, first + k)), list(range(nz - n_test, nz))
 
 
 def load_battery(folder: Path, size: int = 400):
@@ -136,13 +148,9 @@ def run(name, image, truth, train_sets, test, args, segmenter_options) -> dict:
 def transfer(args, k: int = 10) -> dict:
     """Fit on the HQ scan (k annotated slices), segment the LQ scan."""
     n = 3
-    ds = xd.phantoms.make("fibre-composite", (48, 192, 192), seed=args.seed)
+    ds = xd.phantoms.make("fibre-composite", PHANTOM, seed=args.seed)
     hq, lq, truth = ds.hq.values, ds.lq.values, ds.labels.values
-    nz = hq.shape[0]
-    n_test = round(0.3 * nz)
-    n_train = nz - n_test - 1
-    test = list(range(nz - n_test, nz))
-    train = list(range((n_train - k) // 2, (n_train - k) // 2 + k))
+    train, test = _phantom_slices(hq.shape[0], k)
     sparse = np.full_like(truth, 255)
     sparse[train] = truth[train]
     out: dict = {"shape": list(hq.shape), "annotated": k, "test_slices": test}
@@ -194,24 +202,24 @@ def main() -> None:
 
     torch.set_num_threads(2)
     report: dict = {"steps": args.steps, "seed": args.seed, "machine": "2 cores, no GPU"}
+    if args.only in (None, "phantom"):
+        try:  # before any work
+            _phantom_slices(PHANTOM[0], max(args.counts))
+        except ValueError as error:
+            parser.error(f"--counts: {error}")
     if args.only in (None, "battery"):
         image, truth, group, names = load_battery(Path(args.data) / "battery")
         test, order = battery_splits(group, args.seed)
-        sets = [sorted(order[:k]) for k in args.counts if k <= len(order)]
+        if max(args.counts) > len(order):
+            parser.error(f"--counts: the battery's training pool has {len(order)} slices")
+        sets = [sorted(order[:k]) for k in args.counts]
         report["battery"] = run("battery", image, truth, sets, test, args, {"stack": "slices"})
         report["battery"]["slice_names"] = names
     if args.only in (None, "phantom"):
-        ds = xd.phantoms.make("fibre-composite", (48, 192, 192), seed=args.seed)
+        ds = xd.phantoms.make("fibre-composite", PHANTOM, seed=args.seed)
         image, truth = ds.lq.values, ds.labels.values
-        nz = image.shape[0]
-        n_test = round(0.3 * nz)
-        n_train = nz - n_test - 1
-        test = list(range(nz - n_test, nz))
-        sets = [
-            list(range((n_train - k) // 2, (n_train - k) // 2 + k))
-            for k in args.counts
-            if k <= n_train
-        ]
+        sets = [_phantom_slices(image.shape[0], k)[0] for k in args.counts]
+        test = _phantom_slices(image.shape[0], 1)[1]
         report["phantom"] = run("phantom", image, truth, sets, test, args, {"context": 3})
     if args.only in (None, "transfer"):
         report["transfer"] = transfer(args)

@@ -177,6 +177,9 @@ def bind(sources: dict[str, Any], region: Region, client: Any = None) -> dict[st
 
 
 def _read(source: Any, region: Region, done: dict[str, Any]) -> Any:
+    """``region`` of a bound source, inside the task that needs it. A
+    :class:`_LocalGraph` (a Dask array with no cheaper reader) is **computed** here,
+    with the synchronous scheduler, for that region only."""
     box = tuple(slice(lo, hi) for lo, hi in region)
     if isinstance(source, InMemory):
         return source.array[box]
