@@ -31,8 +31,9 @@ into ``--out``. Figures:
 ``benchmarks/results/end_to_end*.png``.
 
 Run:  python benchmarks/end_to_end.py            (64×256×256 and 128×512×512 and the real
-                                                  volumes: about 30 minutes on 2 cores)
-      python benchmarks/end_to_end.py --sizes 64 256 256 --no-real     (about 7 minutes)
+                                                  volumes; with --no-real 66 minutes on
+                                                  2 cores, 2026-11-30)
+      python benchmarks/end_to_end.py --sizes 64 256 256 --no-real     (about 20 minutes)
 Results: benchmarks/results/end_to_end.json
 """
 
