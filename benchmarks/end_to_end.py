@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _stage3 import add_class_keep_argument, judged_variant, variant
 from distributed import Client, LocalCluster
 from skimage.filters import threshold_multiotsu
 
@@ -115,14 +116,6 @@ def class_iou(labels: np.ndarray, truth: np.ndarray, where: np.ndarray, n: int) 
     return [None if np.isnan(v) else round(float(v), 4) for v in iou]
 
 
-def stage3_key(keep: float) -> str:
-    """The score key of the stage-3 run with ``class_keep=keep``."""
-    return "stage3_unbiased_teacher" if keep == 0 else f"stage3_class_keep_{keep:g}"
-
-
-SEGMENTER_DEFAULT = stage3_key(xd.Segmenter.class_keep)
-
-
 def train_unet(vol, target, args, steps, n, norm, **sampler_options):
     sampler_options.setdefault("split", (0.8, 0.2, 0.0))
     sampler = xd.PatchSampler(
@@ -140,37 +133,48 @@ def train_unet(vol, target, args, steps, n, norm, **sampler_options):
     return xd.train(net, sampler, steps=steps, lr=3e-3, val_every=100, progress=False), sampler
 
 
-def stacked_run(shape: tuple[int, int, int], args) -> tuple[dict, dict]:
-    """Only the stacked vs segment-only comparison on the phantom of ``shape``."""
-    clock = Clock()
-    with clock("phantom"):
-        ds = xd.phantoms.make("fibre-composite", shape, seed=args.seed, lazy=True).persist()
-        lq, hq, truth = ds.lq.values, ds.hq.values, ds.labels.values
-    pseudo = xd.PseudoLabeler(3, "kmeans", mask="cylinder").fit(ds.lq).predict(ds.lq).values
-    inside = pseudo != 255
-    norm = (float(lq[inside].mean()), float(lq[inside].std()))
-    return stacked_vs_segment_only(lq, hq, truth, inside, norm, args, clock), clock.times
-
-
-def phantom_run(shape: tuple[int, int, int], args) -> dict:
-    clock, report = Clock(), {"shape": list(shape)}
-    with clock("phantom"):
-        ds = xd.phantoms.make("fibre-composite", shape, seed=args.seed, lazy=True).persist()
-        lq, hq, truth = ds.lq.values, ds.hq.values, ds.labels.values
+def make_phantom(shape: tuple[int, int, int], args, clock: Clock) -> dict:
+    """The LQ/HQ fibre-composite phantom of ``shape`` with its truth, k-means pseudo
+    labels, field of view (``inside``), normalisation and class names."""
     n = 3
+    with clock("phantom"):
+        ds = xd.phantoms.make("fibre-composite", shape, seed=args.seed, lazy=True).persist()
+        lq, hq, truth = ds.lq.values, ds.hq.values, ds.labels.values
     with clock("pseudo labels"):
         labeler = xd.PseudoLabeler(n, "kmeans", mask="cylinder").fit(ds.lq)
         pseudo = labeler.predict(ds.lq).values
     inside = pseudo != 255
+    return {
+        "lq": lq,
+        "hq": hq,
+        "truth": truth,
+        "pseudo": pseudo,
+        "inside": inside,
+        "norm": (float(lq[inside].mean()), float(lq[inside].std())),
+        "classes": list(ds.attrs.get("class_names", range(n))),
+    }
+
+
+def stacked_run(shape: tuple[int, int, int], args) -> tuple[dict, dict]:
+    """Only the stacked vs segment-only comparison on the phantom of ``shape``."""
+    clock = Clock()
+    p = make_phantom(shape, args, clock)
+    stacked = stacked_vs_segment_only(
+        p["lq"], p["hq"], p["truth"], p["inside"], p["norm"], args, clock
+    )
+    return stacked, clock.times
+
+
+def phantom_run(shape: tuple[int, int, int], args) -> dict:
+    clock, report = Clock(), {"shape": list(shape)}
+    p = make_phantom(shape, args, clock)
+    lq, hq, truth, pseudo, inside, norm = (
+        p[k] for k in ("lq", "hq", "truth", "pseudo", "inside", "norm")
+    )
+    n = len(p["classes"])
     mapping = xd.metrics.match_labels(pseudo, np.where(inside, truth, 255), n, n)
     matched = xd.metrics.apply_mapping
-    norm = (float(lq[inside].mean()), float(lq[inside].std()))
-    classes = ds.attrs.get("class_names", range(n))
-    judged = (
-        SEGMENTER_DEFAULT
-        if SEGMENTER_DEFAULT in map(stage3_key, args.class_keep)
-        else (stage3_key(args.class_keep[-1]))
-    )
+    judged = judged_variant(args.class_keep)
     scores = {}
     otsu = np.digitize(lq, threshold_multiotsu(lq[inside], classes=n)).astype(np.uint8)
     otsu_map = xd.metrics.match_labels(otsu, np.where(inside, truth, 255), n, n)
@@ -195,7 +199,7 @@ def phantom_run(shape: tuple[int, int, int], args) -> dict:
     stage2 = copy.deepcopy(net.state_dict())
     changed, final = {}, None
     for keep in args.class_keep:
-        key = stage3_key(keep)
+        key = variant(keep)
         net.load_state_dict(stage2)
         with clock(f"stage 3 ({key})"):
             teacher = xd.self_correct(
@@ -218,7 +222,7 @@ def phantom_run(shape: tuple[int, int, int], args) -> dict:
         net_full, _ = train_unet(lq, truth, args, args.steps, n, norm)
         score("supervised_full", infer(net_full, lq))
     report["miou"] = scores
-    report["classes"] = list(classes)
+    report["classes"] = p["classes"]
     report["iou_per_class"] = per_class
     stage3 = scores[judged]
     report["goals"] = {
@@ -401,7 +405,8 @@ def rerun_stacked(sizes: list[tuple[int, int, int]], args) -> None:
             print(f"phantom {shape}: stacked vs segment-only", flush=True)
             stacked, seconds = stacked_run(shape, args)
             runs[shape]["stacked"] = stacked
-            runs[shape]["seconds"].update({k: v for k, v in seconds.items() if k != "phantom"})
+            kept = ("phantom", "pseudo labels")  # the full run's own timings
+            runs[shape]["seconds"].update({k: v for k, v in seconds.items() if k not in kept})
             print(json.dumps(stacked), flush=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"results: {args.out}")
@@ -412,13 +417,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 256, 128, 512, 512])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--steps3", type=int, default=900)
-    parser.add_argument(
-        "--class-keep",
-        type=float,
-        nargs="+",
-        default=[0.0, xd.Segmenter.class_keep],
-        help="stage 3 runs once per value; goals are judged on xd.Segmenter's default",
-    )
+    add_class_keep_argument(parser)
     parser.add_argument("--steps-stacked", type=int, default=300)
     parser.add_argument("--real-steps", type=int, default=200)
     parser.add_argument("--real-steps3", type=int, default=300)

@@ -42,19 +42,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _stage3 import add_class_keep_argument, judged_variant, variant
 
 import xctdask as xd
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _variant(keep: float) -> str:
-    """The report key of the stage-3 variant with ``class_keep=keep``."""
-    return "stage3_unbiased_teacher" if keep == 0 else f"stage3_class_keep_{keep:g}"
-
-
-#: the variant the goal is judged on: what ``xd.Segmenter`` does by default
-SEGMENTER_DEFAULT = _variant(xd.Segmenter.class_keep)
 
 
 def _rounded(values) -> list:
@@ -104,7 +96,7 @@ def run_phantom(kind: str, args: argparse.Namespace) -> dict:
     labels2 = segment(net)
     report["stage2"] = score(labels2)
     histories = [net.history]
-    variants = {_variant(keep): keep for keep in args.class_keep}
+    variants = {variant(keep): keep for keep in args.class_keep}
     for name, keep in variants.items():
         net.load_state_dict(stage2)
         teacher = xd.self_correct(
@@ -125,7 +117,7 @@ def run_phantom(kind: str, args: argparse.Namespace) -> dict:
         )
         report[name] = result
         histories.append(teacher.history)
-    judged = SEGMENTER_DEFAULT if SEGMENTER_DEFAULT in variants else _variant(args.class_keep[-1])
+    judged = judged_variant(args.class_keep)
     default = report[judged]
     report["goal_judged_on"] = judged
     report["goal_met"] = (
@@ -147,13 +139,7 @@ def main() -> None:
     parser.add_argument("--steps3", type=int, default=900)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", nargs="+", default=["crystal", "fibre-composite", "corrosion"])
-    parser.add_argument(
-        "--class-keep",
-        type=float,
-        nargs="+",
-        default=[0.0, xd.Segmenter.class_keep],
-        help="stage-3 variants (default: the paper's 0 and the Segmenter's default)",
-    )
+    add_class_keep_argument(parser)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
