@@ -146,10 +146,19 @@ def run(name, image, truth, train_sets, test, args, segmenter_options) -> dict:
 
 
 def transfer(args, k: int = 10) -> dict:
-    """Fit on the HQ scan (k annotated slices), segment the LQ scan."""
-    n = 3
+    """Fit on the library phantom's HQ scan (k annotated slices), segment its LQ scan."""
     ds = xd.phantoms.make("fibre-composite", PHANTOM, seed=args.seed)
-    hq, lq, truth = ds.hq.values, ds.lq.values, ds.labels.values
+    return transfer_on(ds.hq.values, ds.lq.values, ds.labels.values, args, k)
+
+
+def transfer_on(hq, lq, truth, args, k: int = 10, name: str = "transfer") -> dict:
+    """HQ → LQ on aligned scans with their truth (3 classes).
+
+    The Segmenter (context 3, ``args.steps``) fitted on ``k`` annotated HQ slices, on
+    the HQ scan with ``like=lq``, and on the LQ scan itself (the ceiling); each scored
+    on the test slices (the last 30 % of z) of both scans; the forest fitted on HQ too.
+    """
+    n = 3
     train, test = _phantom_slices(hq.shape[0], k)
     sparse = np.full_like(truth, 255)
     sparse[train] = truth[train]
@@ -158,7 +167,7 @@ def transfer(args, k: int = 10) -> dict:
     out["forest_hq_on_hq"] = per_class(forest.predict(hq[test]), truth[test], n)
     out["forest_hq_on_lq"] = per_class(forest.predict(lq[test]), truth[test], n)
     fits = {"hq": (hq, None), "hq_like_lq": (hq, lq), "lq_aligned": (lq, None)}
-    for name, (source, like) in fits.items():
+    for fit_name, (source, like) in fits.items():
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -168,15 +177,15 @@ def transfer(args, k: int = 10) -> dict:
         for scan_name, scan in (("hq", hq), ("lq", lq)):
             row[f"on_{scan_name}"] = per_class(seg.transform(scan).values[test], truth[test], n)
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        out[f"segmenter_{name}"] = row
+        out[f"segmenter_{fit_name}"] = row
         print(
-            f"transfer fit on {name:11} on HQ {row['on_hq']['mean_iou']:.3f} "
+            f"{name} fit on {fit_name:11} on HQ {row['on_hq']['mean_iou']:.3f} "
             f"on LQ {row['on_lq']['mean_iou']:.3f} {row['on_lq']['iou']} "
             f"(noise added {row['degrade_sigma']}, {row['seconds']:.0f} s)",
             flush=True,
         )
     print(
-        f"transfer forest on HQ {out['forest_hq_on_hq']['mean_iou']:.3f} "
+        f"{name} forest on HQ {out['forest_hq_on_hq']['mean_iou']:.3f} "
         f"on LQ {out['forest_hq_on_lq']['mean_iou']:.3f}",
         flush=True,
     )
