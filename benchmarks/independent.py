@@ -29,13 +29,15 @@ Goal (issue 20): HQ → LQ within 10 points of HQ. (Scored over the whole slices
 truth outside the field of view is 255 and not counted.)
 
 Run:  python benchmarks/independent.py [--shape Z Y X] [--kinds sand fibre]
-      [--parts unsupervised transfer] [--steps N] [--steps3 N]
+      [--parts unsupervised transfer figure] [--steps N] [--steps3 N]
       [--transfer-steps N] [--cache DIR] [--out FILE]
 (``--parts`` reruns only those parts; the others' results in ``--out`` are kept)
 (the phantoms take about 4–5 minutes each to simulate at 96×256×256 on 2 cores;
 ``--cache`` keeps them as ``.npz`` for reruns; each default ``Segmenter`` fit about
 10 minutes)
-Results: benchmarks/results/independent.json
+Part ``figure``: the middle slice of each phantom's HQ scan, LQ scan and truth.
+
+Results: benchmarks/results/independent.json, independent_<kind>.png
 """
 
 from __future__ import annotations
@@ -142,7 +144,31 @@ def unsupervised(data: dict, args: argparse.Namespace, kind: str) -> dict:
     return report
 
 
-PARTS = {"unsupervised": unsupervised, "transfer": transfer}
+def figure(data: dict, args: argparse.Namespace, kind: str) -> dict:
+    """The middle slice of the HQ scan, the LQ scan and the truth, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    middle = data["lq"].shape[0] // 2
+    truth = data["truth"][middle].astype(float)
+    truth[truth == 255] = np.nan
+    panels = (("HQ scan", data["hq"][middle]), ("LQ scan", data["lq"][middle]),
+              (" / ".join(data["classes"]), truth))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.3))
+    for ax, (title, image) in zip(axes, panels, strict=True):
+        ax.imshow(image, cmap="gray", interpolation="nearest")
+        ax.set_title(f"{kind}, slice {middle}: {title}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(args.out).parent / f"independent_{kind}.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return {"path": path.name, "slice": middle}
+
+
+PARTS = {"unsupervised": unsupervised, "transfer": transfer, "figure": figure}
 
 
 def main() -> None:
