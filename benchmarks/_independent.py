@@ -8,7 +8,8 @@ library's simulator does not have:
 * geometry from porespy's generators (Gostick et al., porespy): ``sand`` is
   polydisperse spheres (quartz grains) in a polymer tube with cracks through the
   grains and a few large voids where the packing is missing; ``fibre`` is porespy's
-  random cylinders (glass fibres, mostly along z) in epoxy with 0.5 % pores, a sample
+  random cylinders (glass fibres within 25° of the z–y plane, at any angle in it) in
+  epoxy with about 1 % pores (4-voxel spheres), a sample
   **larger than the field of view** (interior tomography: truncated projections);
 * partial volume: the geometry is drawn at twice the resolution and attenuation
   averaged over each voxel (2×2×2 subvoxels); the truth is the class of largest share;

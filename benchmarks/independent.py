@@ -2,7 +2,7 @@
 
 Question: on LQ scans of phantoms built from other people's geometry generators and
 another CT model (``_independent.py``: porespy's sand packing in a tube and glass-fibre
-composite with 0.5–1 % pores, beam hardening, phase fringes, partial volume, detector
+composite with about 1 % pores, beam hardening, phase fringes, partial volume, detector
 blur, truncated projections for the fibre sample), how do ``xd.segment``'s defaults do
 against their own pseudo labels and the intensity-only baselines? Goals (issue 20):
 stage 3 ≥ pseudo labels + 10 mIoU points, above Bin-ZeroOC, and no class whose IoU
@@ -99,6 +99,7 @@ def transfer(data: dict, args: argparse.Namespace, kind: str) -> dict:
 
 
 def unsupervised(data: dict, args: argparse.Namespace, kind: str) -> dict:
+    """Baselines, pseudo labels, stage 2 and stage 3 of the defaults; the goals."""
     lq, truth = data["lq"], data["truth"]
     inside = truth != 255
     n = len(data["classes"])
