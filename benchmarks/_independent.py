@@ -123,12 +123,12 @@ def _pool(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scan_slice(args: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """HQ and LQ reconstructions of one slice from its material fractions."""
+    """HQ and LQ reconstructions of one slice from its non-air material fractions."""
     frac, kind, fov, seed = args
     rng = np.random.default_rng(seed)
     mats = MATERIALS[kind]
     theta = np.linspace(0.0, 180.0, HQ_ANGLES, endpoint=False)
-    paths = [radon(frac[c + 1], theta, circle=False) for c in range(len(mats))]
+    paths = [radon(fraction, theta, circle=False) for fraction in frac]
     width = paths[0].shape[0]
     lo = (width - fov) // 2
     truncated = frac.shape[-1] > fov  # the sample is wider than the field of view
@@ -166,7 +166,7 @@ def make(kind: str, shape: tuple[int, int, int], seed: int = 0, workers: int = 2
     geometry = (_sand if kind == "sand" else _fibre)((2 * z, 2 * wide, 2 * wide), seed)
     frac, labels = _pool(geometry, 3)
     del geometry
-    jobs = [(frac[:, i], kind, x, seed * 100_003 + i) for i in range(z)]
+    jobs = [(frac[1:, i], kind, x, seed * 100_003 + i) for i in range(z)]  # air absorbs nothing
     with ProcessPoolExecutor(workers) as pool:
         scans = list(pool.map(_scan_slice, jobs, chunksize=4))
     hq = np.stack([s[0] for s in scans])

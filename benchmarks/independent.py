@@ -57,14 +57,15 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def phantom(kind: str, args: argparse.Namespace) -> dict:
-    """The phantom from ``--cache`` if it is there, else simulated (and cached)."""
+    """The phantom from ``--cache`` if it is there (``seconds`` None), else simulated
+    (and cached)."""
     shape = tuple(args.shape)
     name = f"{kind}_{'x'.join(map(str, shape))}_seed{args.seed}.npz"
     path = Path(args.cache) / name if args.cache else None
     if path is not None and path.exists():
         with np.load(path) as data:
             found = {k: data[k] for k in ("hq", "lq", "truth")}
-        return {**found, "classes": CLASSES[kind], "seconds": 0.0}
+        return {**found, "classes": CLASSES[kind], "seconds": None}
     start = time.perf_counter()
     data = make(kind, shape, seed=args.seed)
     data["seconds"] = round(time.perf_counter() - start, 1)
@@ -196,7 +197,8 @@ def main() -> None:
     for kind in args.kinds:
         data = phantom(kind, args)
         results = report["phantoms"].setdefault(kind, {})
-        results["simulation_seconds"] = data["seconds"] or results.get("simulation_seconds")
+        if data["seconds"] is not None:  # simulated now, not read from --cache
+            results["simulation_seconds"] = data["seconds"]
         for part in args.parts:
             results[part] = PARTS[part](data, args, kind)
             print(json.dumps({kind: {part: results[part]}}, indent=1), flush=True)
