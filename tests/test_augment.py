@@ -3,6 +3,7 @@ the image, alike for every slice of a 2.5D stack; everything is reproducible."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +150,29 @@ def test_degrade_adds_noise_near_the_level_asked_to_the_fraction_asked():
         augment.degrade(image, 0.3, 1.5)
     with pytest.raises(ValueError, match="sigma"):
         augment.degrade(image, -1.0)
+
+
+def test_degrade_with_a_spectrum_gives_noise_of_that_colour_and_level():
+    """Noise shaped like a measured spectrum: the level asked, its power where the
+    spectrum puts it, independent from slice to slice, on 2.5D and 3-D patches."""
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(16), np.fft.fftfreq(16), indexing="ij"))
+    low = np.where(f < 0.15, 1.0, 0.0)
+    image = torch.zeros(40, 3, 48, 48)
+    out = augment.degrade(image, 0.3, 1.0, spectrum=low, seed=0)
+    levels = out.std(dim=(1, 2, 3))
+    assert levels.min() > 0.14 and levels.max() < 0.46  # sigma · U(0.5, 1.5)
+    assert float(levels.mean()) == pytest.approx(0.3, rel=0.15)
+    power = (torch.fft.fft2(out).abs() ** 2).mean(dim=(0, 1)).numpy()
+    g = np.hypot(*np.meshgrid(np.fft.fftfreq(48), np.fft.fftfreq(48), indexing="ij"))
+    assert power[g > 0.2].max() < 1e-6 * power[g < 0.1].mean()  # nothing above the cut
+    between = np.corrcoef(out[:, 0].flatten().numpy(), out[:, 1].flatten().numpy())[0, 1]
+    assert abs(between) < 0.05  # each slice of a 2.5D patch gets its own noise
+    white = augment.degrade(image, 0.3, 1.0, seed=0)
+    assert out.diff(dim=-1).std() < 0.5 * white.diff(dim=-1).std()  # smooth, not white
+    volume = augment.degrade(torch.zeros(4, 1, 8, 32, 32), 0.3, 1.0, spectrum=low, seed=0)
+    assert volume.shape == (4, 1, 8, 32, 32) and float(volume.std()) > 0.1
+    assert torch.equal(augment.degrade(image, 0.3, 1.0, spectrum=low, seed=0), out)
+    with pytest.raises(ValueError, match="2-D array"):
+        augment.degrade(image, 0.3, spectrum=np.ones(8))
+    with pytest.raises(ValueError, match="no power"):
+        augment.degrade(image, 0.3, spectrum=np.zeros((8, 8)))

@@ -218,23 +218,35 @@ def test_flips_average_the_mirror_images(unsupervised, phantom):
 
 
 def test_fit_like_an_lq_scan_adds_the_noise_the_hq_scan_lacks(phantom):
-    """``like=``: the LQ scan's extra noise, measured on each scan in its own normalised
-    grey values, goes into training; a bad ``like`` is refused before any work."""
-    from xctdask.metrics import noise_level
+    """``like=``: the LQ scan's extra noise spectrum, measured on each scan in its own
+    normalised grey values, goes into training; white noise at Immerkær's levels where
+    adjacent slices are unrelated; a bad ``like`` is refused before any work."""
+    from xctdask.metrics import noise_level, noise_spectrum
 
     tiny = {"patch": 32, "depth": 1, "f0": 2, "context": 1, "progress": False}
     seg = xd.Segmenter(3, steps=2, steps_self_correct=2, **tiny)
     seg.fit(phantom.hq, like=phantom.lq)
-    lq_stats = xd.PseudoLabeler(3, mask="cylinder").fit(phantom.lq).histogram_
-    theirs = noise_level(phantom.lq, normalize=_histogram_stats(lq_stats))
-    ours = noise_level(phantom.hq, normalize=seg.normalization_)
-    assert theirs > 2 * ours  # the LQ scan is the noisier one
-    assert seg.degrade_sigma_ == pytest.approx(np.sqrt(theirs**2 - ours**2), rel=1e-6)
+    lq_labeler = xd.PseudoLabeler(3, mask="cylinder").fit(phantom.lq)
+    lq_stats = _histogram_stats(lq_labeler.histogram_)
+    fov = lq_labeler.field_of_view_
+    assert not fov.everything  # the phantom is a reconstruction with a field of view
+    theirs = noise_spectrum(phantom.lq, normalize=lq_stats, field_of_view=fov)
+    ours = noise_spectrum(phantom.hq, normalize=seg.normalization_, field_of_view=fov)
+    # what changes between slices (the structure, alike in both) cancels in the difference
+    assert theirs.mean() > ours.mean() + 0.02  # the LQ scan is the noisier one
+    np.testing.assert_allclose(seg.degrade_spectrum_, np.maximum(theirs - ours, 0))
+    assert seg.degrade_sigma_ == pytest.approx(np.sqrt(seg.degrade_spectrum_.mean()))
     assert len(seg.history["stage2"]["loss"]) == 2 and "stage3" in seg.history
+    # unrelated slices: white noise at the difference of Immerkær's levels
+    flat = xd.Segmenter(3, steps=1, steps_self_correct=0, stack="slices", **tiny)
+    flat.fit(phantom.hq, like=phantom.lq)
+    white_theirs = noise_level(phantom.lq, normalize=lq_stats)
+    white_ours = noise_level(phantom.hq, normalize=flat.normalization_)
+    assert flat.degrade_spectrum_ is None
+    assert flat.degrade_sigma_ == pytest.approx(np.sqrt(white_theirs**2 - white_ours**2))
     # an HQ scan "like" itself needs no noise
-    assert xd.Segmenter(3, steps=1, steps_self_correct=0, **tiny).fit(
-        phantom.hq, like=phantom.hq
-    ).degrade_sigma_ == pytest.approx(0.0, abs=1e-9)
+    same = xd.Segmenter(3, steps=1, steps_self_correct=0, **tiny).fit(phantom.hq, like=phantom.hq)
+    assert same.degrade_sigma_ == pytest.approx(0.0, abs=1e-9) and same.degrade_spectrum_ is None
     with pytest.raises(ValueError, match="like must be 3-D"):
         xd.Segmenter(3, **tiny).fit(phantom.hq, like=phantom.lq.values[0])
 

@@ -38,6 +38,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -383,9 +384,12 @@ def _noise_on_fraction(
     fraction: float,
     level: Callable[[torch.Generator, torch.Tensor], float],
     g: torch.Generator,
+    *,
+    shape: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """White Gaussian noise of std ``level(g, sample)`` on a random ``fraction`` of the
-    samples of a batch (a new tensor; the others unchanged)."""
+    """Gaussian noise of std ``level(g, sample)`` on a random ``fraction`` of the
+    samples of a batch (a new tensor; the others unchanged): white, or filtered over the
+    last two axes by ``shape`` (an amplitude filter of unit mean power)."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
     n = image.shape[0]
@@ -396,6 +400,8 @@ def _noise_on_fraction(
         device_gen = torch.Generator(device=image.device)
         device_gen.manual_seed(int(torch.randint(2**62, (), generator=g)))
         noise = torch.randn(image[i].shape, generator=device_gen, device=image.device)
+        if shape is not None:
+            noise = torch.fft.ifft2(torch.fft.fft2(noise) * shape.to(image.device)).real
         out[i] = image[i] + sigma * noise.to(image.dtype)
     return out
 
@@ -405,17 +411,26 @@ def degrade(
     sigma: float,
     fraction: float = 0.5,
     *,
+    spectrum: np.ndarray | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
 ) -> torch.Tensor:
     """High-quality patches made as noisy as a low-quality scan, on a fraction of a batch.
 
     For a network fitted on an HQ scan and applied to LQ scans (a 4-D series: one slow
-    scan, many fast ones): a random ``fraction`` of the samples gets white Gaussian
-    noise of standard deviation ``sigma · u``, ``u`` uniform in [0.5, 1.5], in the
-    patches' own (normalised) grey values. ``sigma`` is the extra noise the LQ scan
-    has, ``sqrt(σ_LQ² − σ_HQ²)`` from :func:`xctdask.metrics.noise_level` (which is
-    what ``Segmenter.fit(..., like=lq)`` passes). The other samples are unchanged.
+    scan, many fast ones): a random ``fraction`` of the samples gets Gaussian noise of
+    standard deviation ``sigma · u``, ``u`` uniform in [0.5, 1.5], in the patches' own
+    (normalised) grey values. The other samples are unchanged.
+
+    Without ``spectrum`` the noise is white. With ``spectrum``, a 2-D noise power
+    spectrum in NumPy's FFT order (:func:`xctdask.metrics.noise_spectrum`, any side),
+    each slice of a patch gets noise of that spectrum's shape, independent from slice
+    to slice: white noise filtered in Fourier space by its square root, the spectrum
+    read at each of the patch's frequencies from its nearest sample. A reconstruction's
+    noise is coloured (FBP's ramp filter, streaks, detector blur), so white noise of the
+    same standard deviation puts too little of it where it hurts. ``sigma`` is the
+    extra noise of the LQ scan (what ``Segmenter.fit(..., like=lq)`` measures and
+    passes, with ``spectrum`` the difference of the two scans' spectra).
 
     Examples
     --------
@@ -423,12 +438,37 @@ def degrade(
     >>> y = degrade(x, 0.2, 0.5, seed=0)
     >>> int((y != x).flatten(1).any(1).sum()), 0.05 < float(y.std()) < 0.25
     (4, True)
+    >>> low = np.zeros((16, 16)); low[:3, :3] = low[-2:, :3] = low[:3, -2:] = low[-2:, -2:] = 1
+    >>> z = degrade(torch.zeros(2, 1, 32, 32), 0.2, 1.0, spectrum=low, seed=0)
+    >>> bool(z.diff(dim=-1).std() < z.std())  # low frequencies only: smooth noise
+    True
     """
     if not sigma >= 0:
         raise ValueError(f"sigma must be ≥ 0, got {sigma!r}")
+    shape = None if spectrum is None else _spectrum_filter(spectrum, tuple(image.shape[-2:]))
     return _noise_on_fraction(
-        image, fraction, lambda g, _: sigma * _uniform(g, 0.5, 1.5), _generator(generator, seed)
+        image,
+        fraction,
+        lambda g, _: sigma * _uniform(g, 0.5, 1.5),
+        _generator(generator, seed),
+        shape=shape,
     )
+
+
+def _spectrum_filter(spectrum: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """The amplitude filter, of unit mean power, that gives white noise ``spectrum``'s
+    shape on a ``size`` grid (nearest frequency sample)."""
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    if spectrum.ndim != 2 or not np.isfinite(spectrum).all() or (spectrum < 0).any():
+        raise ValueError("spectrum must be a 2-D array of finite, non-negative powers")
+    if not spectrum.sum() > 0:
+        raise ValueError("spectrum holds no power (all zero)")
+    rows = np.rint(np.fft.fftfreq(size[0]) * spectrum.shape[0]).astype(int) % spectrum.shape[0]
+    cols = np.rint(np.fft.fftfreq(size[1]) * spectrum.shape[1]).astype(int) % spectrum.shape[1]
+    power = spectrum[np.ix_(rows, cols)]
+    if not power.sum() > 0:
+        power = np.ones(size)  # all the power between the samples the patch reads: white
+    return torch.from_numpy(np.sqrt(power / power.mean())).float()
 
 
 def strong(

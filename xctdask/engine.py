@@ -86,9 +86,12 @@ class FitConfig:
         in ``[0, noise_sigma]`` (in units of the sample's std), as the noise-robustness
         study trains (0 = off).
     degrade_sigma, degrade_fraction : float
-        White noise of about ``degrade_sigma`` (normalised grey values) on a
+        Noise of about ``degrade_sigma`` (normalised grey values) on a
         ``degrade_fraction`` of the training samples (:func:`xctdask.augment.degrade`):
         an HQ scan's patches made as noisy as the LQ scans the network will see (0 = off).
+    degrade_spectrum : numpy.ndarray, optional
+        That noise's 2-D power spectrum (:func:`xctdask.metrics.noise_spectrum`); white
+        noise without one.
     loss : torch.nn.Module, optional
         Default: the network's :meth:`~xctdask.models.Network.default_loss`.
     class_weights : "auto", bool or array of shape (n_classes,)
@@ -139,6 +142,7 @@ class FitConfig:
     noise_sigma: float = 0.5
     degrade_sigma: float = 0.0
     degrade_fraction: float = 0.5
+    degrade_spectrum: Any = None
     loss: nn.Module | None = None
     class_weights: Any = "auto"
     class_patches: int = 64
@@ -471,7 +475,11 @@ class SelfCorrectionTask(Task):
         strong_view = self.strong(weak_view, generator=g)
         if self.config.degrade_sigma > 0:  # the student sees LQ-like noise, the teacher not
             strong_view = aug.degrade(
-                strong_view, self.config.degrade_sigma, self.config.degrade_fraction, generator=g
+                strong_view,
+                self.config.degrade_sigma,
+                self.config.degrade_fraction,
+                spectrum=self.config.degrade_spectrum,
+                generator=g,
             )
         weak_view, strong_view = weak_view.to(self.device), strong_view.to(self.device)
         with self.autocast():
@@ -537,7 +545,13 @@ def _augmented(batch: dict, config: FitConfig, step: int) -> dict:
     if config.noise_fraction > 0:
         image = aug.noise_fraction(image, config.noise_fraction, config.noise_sigma, generator=g)
     if config.degrade_sigma > 0:
-        image = aug.degrade(image, config.degrade_sigma, config.degrade_fraction, generator=g)
+        image = aug.degrade(
+            image,
+            config.degrade_sigma,
+            config.degrade_fraction,
+            spectrum=config.degrade_spectrum,
+            generator=g,
+        )
     out = {"image": image}
     if target is not None:
         out["target"] = target

@@ -325,12 +325,15 @@ class Segmenter:
             A high-quality scan of the same sample, aligned with ``vol``.
         like : array, optional
             A low-quality scan the network will be applied to (another time step of a
-            4-D series; it need not be aligned with ``vol``). Its noise level and
-            ``vol``'s are measured (:func:`xctdask.metrics.noise_level`, each scan
-            normalised by its own histogram statistics, **computes** a histogram pass
-            over ``like``), and half of the training patches get the noise ``vol``
-            lacks (:func:`xctdask.augment.degrade`), in stage 2 and for stage 3's
-            student. The level is kept as ``degrade_sigma_``. (When an LQ scan
+            4-D series; it need not be aligned with ``vol``). The noise power spectra
+            of both scans are measured from adjacent slices
+            (:func:`xctdask.metrics.noise_spectrum`, each scan normalised by its own
+            histogram statistics; **computes** a histogram pass over ``like``), and
+            half of the training patches get the noise ``vol`` lacks, with the LQ
+            scan's texture (:func:`xctdask.augment.degrade`), in stage 2 and for stage
+            3's student. Its level and spectrum are kept as ``degrade_sigma_`` and
+            ``degrade_spectrum_``. (With one slice, or ``stack="slices"``, white noise
+            at the level of :func:`xctdask.metrics.noise_level`.) (When an LQ scan
             *aligned* with the HQ one exists, train on it instead: ``fit(lq, labels)``,
             or ``fit(lq, clean=hq)``.)
 
@@ -362,9 +365,9 @@ class Segmenter:
             self.normalization_ = _histogram_stats(lq_stats.histogram_)
             self.clean_normalization_ = _histogram_stats(labeler.histogram_)
         self.pseudo_labeler_ = labeler
-        self.degrade_sigma_ = 0.0
+        self.degrade_sigma_, self.degrade_spectrum_ = 0.0, None
         if like is not None:
-            self.degrade_sigma_ = self._extra_noise(vol, like)
+            self.degrade_sigma_, self.degrade_spectrum_ = self._extra_noise(vol, like)
         pretrain_target = None
         if labels is None:
             _stage(self.progress, "stage 1: pseudo labels")
@@ -422,6 +425,7 @@ class Segmenter:
         _stage(self.progress, f"stage 2: training {net.config['name']} for {self.steps} steps")
         stage2 = {"lr": self.lr, "batch_size": self.batch_size}
         stage2["degrade_sigma"] = self.degrade_sigma_
+        stage2["degrade_spectrum"] = self.degrade_spectrum_
         stage2["class_weights"] = self.class_weights  # "auto": the network's own wish
         if self.class_weights == "auto" and labels is not None:
             stage2["class_weights"] = True
@@ -447,6 +451,7 @@ class Segmenter:
         if clean is None and net.segments and steps3 > 0:
             stage3 = {"lr": self.lr_self_correct, "batch_size": self.batch_size}
             stage3["degrade_sigma"] = self.degrade_sigma_
+            stage3["degrade_spectrum"] = self.degrade_spectrum_
             if labels is None:
                 _stage(self.progress, f"stage 3: self-correction for {steps3} steps")
                 name, patches = "stage3", sampler
@@ -474,15 +479,38 @@ class Segmenter:
         self.network_ = net.eval()
         return self
 
-    def _extra_noise(self, vol: Any, like: Any) -> float:
-        """The noise ``like`` has beyond ``vol``'s, in ``vol``'s normalised grey values."""
-        from xctdask.metrics import noise_level
+    def _extra_noise(self, vol: Any, like: Any) -> tuple[float, np.ndarray | None]:
+        """The noise ``like`` has beyond ``vol``'s, in ``vol``'s normalised grey values:
+        its standard deviation and its 2-D power spectrum (the difference of the scans'
+        :func:`~xctdask.metrics.noise_spectrum`). White (Immerkær's levels, no spectrum)
+        when a scan has a single slice or the slices are unrelated (``stack="slices"``),
+        where adjacent slices say nothing about noise."""
+        from xctdask.metrics import noise_level, noise_spectrum
         from xctdask.pseudolabels import PseudoLabeler
 
         like_stats = PseudoLabeler(self.n_classes, self.pseudo_method, mask=self.mask).fit(like)
-        theirs = noise_level(like, normalize=_histogram_stats(like_stats.histogram_))
-        ours = noise_level(vol, normalize=self.normalization_)
-        return float(np.sqrt(max(theirs**2 - ours**2, 0.0)))
+        like_normalization = _histogram_stats(like_stats.histogram_)
+        shapes = [tuple(unwrap(v).shape) for v in (vol, like)]
+        tile = min(64, *(side for shape in shapes for side in shape[1:]))
+        if self.stack == "slices" or min(s[0] for s in shapes) < 2 or tile < 8:
+            theirs = noise_level(like, normalize=like_normalization)
+            ours = noise_level(vol, normalize=self.normalization_)
+            return float(np.sqrt(max(theirs**2 - ours**2, 0.0))), None
+        theirs = noise_spectrum(
+            like,
+            tile=tile,
+            normalize=like_normalization,
+            field_of_view=getattr(like_stats, "field_of_view_", None),
+        )
+        ours = noise_spectrum(
+            vol,
+            tile=tile,
+            normalize=self.normalization_,
+            field_of_view=getattr(self.pseudo_labeler_, "field_of_view_", None),
+        )
+        extra = np.maximum(theirs - ours, 0.0)
+        sigma = float(np.sqrt(extra.mean()))
+        return sigma, (extra if sigma > 0 else None)
 
     def _sampler(self, make_sampler, nz: int, labelled: bool):
         """Training patches with a z-slab validation split where the data allow one;

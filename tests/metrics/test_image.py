@@ -62,3 +62,46 @@ def test_noise_level_finds_the_noise_under_structure_and_follows_normalisation()
         metrics.noise_level(structure, slices=0)
     with pytest.raises(ValueError, match=r"\(z, y, x\)"):
         metrics.noise_level(structure[0])
+
+
+def test_noise_spectrum_sees_through_structure_to_the_noise_and_its_colour():
+    """Structure that stays from slice to slice is not noise; white noise has a flat
+    spectrum of mean σ²; low-pass filtered noise has its power at low frequencies."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(1)
+    _, yy, xx = np.mgrid[0:10, 0:128, 0:128]
+    structure = np.where((yy - 64) ** 2 + (xx - 64) ** 2 < 40**2, 5.0, 1.0) + 0.01 * xx
+    white = structure + rng.normal(0, 0.3, structure.shape)
+    spectrum = metrics.noise_spectrum(white, tile=32)
+    assert spectrum.shape == (32, 32)
+    assert spectrum.mean() == pytest.approx(0.09, rel=0.1)
+    quadrants = [spectrum[:16, :16].mean(), spectrum[16:, 16:].mean()]
+    assert quadrants[0] == pytest.approx(quadrants[1], rel=0.2)  # flat
+    # the same noise in the units of a normalisation, lazily on Dask input
+    lazy = da.from_array(white, chunks=(3, 64, 64))
+    halved = metrics.noise_spectrum(lazy, tile=32, normalize=(1.0, 2.0))
+    assert halved.mean() == pytest.approx(spectrum.mean() / 4, rel=1e-9)
+    # smoothed in-plane: the power sits at the low frequencies
+    smooth = np.stack([gaussian_filter(rng.normal(0, 1, (128, 128)), 1.5) for _ in range(10)])
+    coloured = metrics.noise_spectrum(structure + smooth, tile=32)
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(32), np.fft.fftfreq(32), indexing="ij"))
+    assert coloured[(f > 0) & (f < 0.1)].mean() > 20 * coloured[f > 0.35].mean()
+    assert coloured.mean() == pytest.approx(smooth.var(), rel=0.25)
+    # outside the field of view is left out, not counted as quiet
+    from xctdask.pseudolabels import find_field_of_view
+
+    masked = np.where((yy - 64) ** 2 + (xx - 64) ** 2 <= 50**2, white, 0.0)
+    fov = find_field_of_view(masked)
+    assert metrics.noise_spectrum(masked, tile=32).mean() < 0.8 * 0.09
+    inside = metrics.noise_spectrum(masked, tile=32, field_of_view=fov)
+    assert inside.mean() == pytest.approx(0.09, rel=0.1)
+
+
+def test_noise_spectrum_refuses_what_it_cannot_measure():
+    with pytest.raises(ValueError, match="at least 2 slices"):
+        metrics.noise_spectrum(np.zeros((1, 64, 64)))
+    with pytest.raises(ValueError, match="tile"):
+        metrics.noise_spectrum(np.zeros((4, 32, 32)), tile=64)
+    with pytest.raises(ValueError, match="no window"):
+        metrics.noise_spectrum(np.full((4, 64, 64), np.nan), tile=32)

@@ -27,7 +27,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         "confusion": ["confusion_matrix", "contingency"],
         "filters": ["FILTERS", "FilterBaseline"],
         "forest": ["ForestBaseline"],
-        "image": ["noise_level", "psnr", "ssim"],
+        "image": ["noise_level", "noise_spectrum", "psnr", "ssim"],
         "matching": ["apply_mapping", "match_labels"],
         "scores": [
             "classification_report",
@@ -58,6 +58,8 @@ __all__ = [
     "joint_histogram",
     "match_labels",
     "mean_iou",
+    "noise_level",
+    "noise_spectrum",
     "pixel_accuracy",
     "precision_recall_f1",
     "psnr",
