@@ -181,7 +181,10 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--steps", type=int, default=xd.Segmenter.steps, help="stage 2")
     parser.add_argument(
-        "--steps3", type=int, default=xd.Segmenter.steps_self_correct, help="stage 3"
+        "--steps3",
+        type=lambda v: v if v == "auto" else int(v),
+        default=xd.Segmenter.steps_self_correct,
+        help="stage 3 (default: the Segmenter's, 'auto')",
     )
     parser.add_argument("--transfer-steps", type=int, default=300, help="transfer fits")
     parser.add_argument("--cache", help="folder to keep (and reuse) the simulated phantoms")

@@ -268,3 +268,14 @@ def test_segment_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, clien
     assert main(unreachable) == 2
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
     assert not (tmp_path / "o4.zarr").exists()
+
+
+def test_steps_self_correct_takes_auto_or_a_count_and_refuses_the_rest(tmp_path, capsys):
+    scan, out = str(tmp_path / "scan.zarr"), str(tmp_path / "labels.zarr")
+    with pytest.raises(SystemExit):
+        main(["segment", scan, out, "--classes", "3", "--steps-self-correct", "lots"])
+    assert "expected 'auto' or an integer ≥ 0, got 'lots'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["segment", scan, out, "--classes", "3", "--steps-self-correct", "-3"])
+    assert "got '-3'" in capsys.readouterr().err
+    assert not (tmp_path / "labels.zarr").exists()

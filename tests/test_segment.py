@@ -324,3 +324,20 @@ def test_self_training_follows_the_annotations_with_the_teacher(phantom):
     assert seg.transform(phantom.hq[:4]).shape == (4, 96, 96)
     with pytest.raises(ValueError, match="self_train_steps"):
         xd.Segmenter(3, self_train_steps=-1, **tiny).fit(phantom.hq, sparse)
+
+
+def test_stage3_steps_follow_the_volume_by_default(phantom):
+    """``steps_self_correct="auto"``: four passes over the volume (here 32×96×96 at
+    patch 32, batch 4: 72 steps a pass), kept as ``steps_self_correct_``; stage 3 runs
+    exactly that many; a bad value is refused before any work."""
+    from xctdask.selfcorrect import steps_for_volume
+
+    tiny = {"patch": 32, "depth": 1, "f0": 2, "context": 1, "progress": False}
+    seg = xd.Segmenter(3, steps=2, batch_size=4, **tiny)
+    assert seg.steps_self_correct == "auto"
+    seg.fit(phantom.hq)
+    assert seg.steps_self_correct_ == 288 == steps_for_volume((32, 96, 96), (1, 32, 32), 4)
+    assert len(seg.history["stage3"]["loss"]) == 288
+    for bad in ("many", -1, 2.5, True):
+        with pytest.raises(ValueError, match="steps_self_correct must be 'auto' or an integer"):
+            xd.Segmenter(3, steps_self_correct=bad, **tiny).fit(phantom.hq)

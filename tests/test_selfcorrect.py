@@ -9,7 +9,7 @@ import torch
 import xctdask as xd
 from xctdask.engine import evaluate
 from xctdask.sampling import PatchSampler
-from xctdask.selfcorrect import self_correct
+from xctdask.selfcorrect import self_correct, steps_for_volume
 from xctdask.train import train
 
 
@@ -188,3 +188,16 @@ def test_annotations_teach_the_student_next_to_the_teacher(setup):
         self_correct(net, setup["unlabelled"], labelled=setup["unlabelled"], steps=1)
     with pytest.raises(ValueError, match="unsupervised_weight"):
         self_correct(net, setup["unlabelled"], labelled=truth, unsupervised_weight=-1, steps=1)
+
+
+def test_steps_for_volume_are_passes_over_the_volume_within_bounds():
+    # 96x256x256 at patch 128, batch 8: 48 steps a pass
+    assert steps_for_volume((96, 256, 256), (1, 128, 128), 8) == 192
+    assert steps_for_volume((96, 256, 256), (1, 128, 128), 8, passes=2, bounds=(1, 900)) == 96
+    assert steps_for_volume((96, 256, 256), (1, 128, 128), 8, bounds=(10, 100)) == 100
+    assert steps_for_volume((4, 32, 32), (1, 32, 32), 8) == 150  # the lower bound
+    assert steps_for_volume((2048, 2048, 2048), (1, 128, 128), 8) == 900  # the upper
+    # a 3-D patch counts all of its voxels
+    assert steps_for_volume((96, 256, 256), (32, 64, 64), 4, bounds=(1, 10**6)) == 48
+    with pytest.raises(ValueError, match="hold voxels"):
+        steps_for_volume((96, 256, 256), (0, 128, 128), 8)

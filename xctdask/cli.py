@@ -170,6 +170,18 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps_or_auto(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        steps = int(value)
+    except ValueError:
+        steps = -1
+    if steps < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer ≥ 0, got {value!r}")
+    return steps
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -652,7 +664,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--f0", type=int, default=16)
         p.add_argument("--patch", type=int, default=128)
         p.add_argument("--steps", type=int, default=600, help="stage-2 steps")
-        p.add_argument("--steps-self-correct", type=int, default=900, help="stage-3 steps")
+        p.add_argument(
+            "--steps-self-correct",
+            type=_steps_or_auto,
+            default="auto",
+            help="stage-3 steps, or 'auto' (default: four passes over the volume, 150..900)",
+        )
         p.add_argument("--tile", type=int, help="inference tile (default 256 2-D, 64 3-D)")
         p.add_argument(
             "--overlap", type=float, default=0.5, help="inference tile overlap (default 0.5)"

@@ -71,8 +71,14 @@ class Segmenter:
         U-Net depth and first-level feature maps.
     patch : int
         Training patch size in y and x (and z for 3-D networks, capped by the volume).
-    steps, steps_self_correct : int
-        Optimisation steps of stage 2 and of stage 3 (0 skips stage 3).
+    steps : int
+        Optimisation steps of stage 2.
+    steps_self_correct : int or "auto"
+        Optimisation steps of stage 3 (0 skips it). ``"auto"`` (default): four passes
+        over the volume's voxels, within 150..900
+        (:func:`xctdask.selfcorrect.steps_for_volume`: on small volumes more steps
+        drift with the teacher's mistakes); the number chosen is kept as
+        ``steps_self_correct_``.
     pretrain_steps : int
         With annotations: first train this many steps on the stage-1 pseudo labels of
         the whole volume (its clusters matched to the annotated classes on the
@@ -155,7 +161,7 @@ class Segmenter:
     f0: int = 16
     patch: int = 128
     steps: int = 600
-    steps_self_correct: int = 900
+    steps_self_correct: int | str = "auto"
     pretrain_steps: int = 0
     self_train_steps: int = 0
     lr: float = 3e-3
@@ -238,7 +244,11 @@ class Segmenter:
         integer("f0", 1)
         integer("patch", 8)
         integer("steps", 1)
-        integer("steps_self_correct", 0)
+        steps3 = self.steps_self_correct
+        if steps3 != "auto" and (
+            not isinstance(steps3, (int, np.integer)) or isinstance(steps3, bool) or steps3 < 0
+        ):
+            raise ValueError(f"steps_self_correct must be 'auto' or an integer ≥ 0, got {steps3!r}")
         integer("pretrain_steps", 0)
         integer("self_train_steps", 0)
         integer("batch_size", 1)
@@ -348,7 +358,7 @@ class Segmenter:
         """
         from xctdask.pseudolabels import PseudoLabeler
         from xctdask.sampling import PatchSampler
-        from xctdask.selfcorrect import self_correct
+        from xctdask.selfcorrect import self_correct, steps_for_volume
         from xctdask.train import train
 
         self._check(vol, labels, clean, like)
@@ -447,13 +457,20 @@ class Segmenter:
         self.history["stage2"] = net.history.to_dict()
         # stage 3: the Unbiased Teacher, unsupervised on pseudo labels, or with the
         # annotations next to the teacher (the labelled + unlabelled form)
-        steps3 = self.steps_self_correct if labels is None else self.self_train_steps
+        steps3 = self.self_train_steps
+        if labels is None:
+            steps3 = self.steps_self_correct
+            if steps3 == "auto":
+                steps3 = steps_for_volume(unwrap(vol).shape, patch, self.batch_size)
+            self.steps_self_correct_ = steps3
         if clean is None and net.segments and steps3 > 0:
             stage3 = {"lr": self.lr_self_correct, "batch_size": self.batch_size}
             stage3["degrade_sigma"] = self.degrade_sigma_
             stage3["degrade_spectrum"] = self.degrade_spectrum_
             if labels is None:
-                _stage(self.progress, f"stage 3: self-correction for {steps3} steps")
+                auto = self.steps_self_correct == "auto"
+                chosen = " (auto: four passes over the volume)" if auto else ""
+                _stage(self.progress, f"stage 3: self-correction for {steps3} steps{chosen}")
                 name, patches = "stage3", sampler
             else:
                 _stage(self.progress, f"self-training on the annotations and the teacher "
