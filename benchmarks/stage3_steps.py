@@ -76,7 +76,8 @@ def curve(case: str, args: argparse.Namespace) -> dict:
     finally:
         selfcorrect.self_correct = original
     report: dict = {"shape": list(lq.shape), "fit_seconds": fit_seconds, "by_steps": {}}
-    report["auto_steps"] = selfcorrect.steps_for_volume(lq.shape, (1, 128, 128), 8)
+    patch = seg.network_.suggest_patch(lq.shape, seg.patch)  # what the fit trained on
+    report["auto_steps"] = selfcorrect.steps_for_volume(lq.shape, patch, seg.batch_size)
     for step, state in [(0, kept["stage2"]), *kept["snapshots"]]:
         seg.network_.load_state_dict(state)
         labels = seg.transform(lq).compute().values

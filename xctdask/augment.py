@@ -395,13 +395,15 @@ def _noise_on_fraction(
     n = image.shape[0]
     chosen = torch.randperm(n, generator=g)[: round(fraction * n)]
     out = image.clone()
+    if shape is not None:
+        shape = shape.to(image.device)  # once per batch, not per sample
     for i in chosen.tolist():
         sigma = level(g, image[i])
         device_gen = torch.Generator(device=image.device)
         device_gen.manual_seed(int(torch.randint(2**62, (), generator=g)))
         noise = torch.randn(image[i].shape, generator=device_gen, device=image.device)
         if shape is not None:
-            noise = torch.fft.ifft2(torch.fft.fft2(noise) * shape.to(image.device)).real
+            noise = torch.fft.ifft2(torch.fft.fft2(noise) * shape).real
         out[i] = image[i] + sigma * noise.to(image.dtype)
     return out
 
