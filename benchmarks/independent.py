@@ -11,7 +11,9 @@ falls below its pseudo-label IoU.
 Set-up, per phantom: the LQ scan of ``--shape`` voxels (float32, in memory);
 
 * pseudo labels: ``xd.PseudoLabeler(C, "kmeans", mask="cylinder")``, what the
-  ``Segmenter`` uses by default;
+  ``Segmenter`` uses by default; and the same clustering of the local mean
+  (``features="mean", sigma=1.0``, what ``pseudo_sigma=1`` would use), another
+  intensity-only baseline;
 * stage 2: ``xd.Segmenter(C, steps_self_correct=0)`` (defaults otherwise);
 * stage 3: ``xd.Segmenter(C)``, all defaults, which is what ``xd.segment`` runs (its
   stage 2 is the one above: same seed, same steps);
@@ -29,7 +31,8 @@ Goal (issue 20): HQ → LQ within 10 points of HQ. (Scored over the whole slices
 truth outside the field of view is 255 and not counted.)
 
 Run:  python benchmarks/independent.py [--shape Z Y X] [--kinds sand fibre]
-      [--parts unsupervised transfer figure] [--steps N] [--steps3 N]
+      [--parts unsupervised transfer figure] [--steps N] [--steps3 N|auto]
+      [--pseudo-sigma S|auto]
       [--transfer-steps N] [--cache DIR] [--out FILE]
 (``--parts`` reruns only those parts; the others' results in ``--out`` are kept)
 (the phantoms take about 4–5 minutes each to simulate at 96×256×256 on 2 cores;
@@ -120,10 +123,24 @@ def unsupervised(data: dict, args: argparse.Namespace, kind: str) -> dict:
     pseudo = xd.PseudoLabeler(n, "kmeans", mask="cylinder").fit(lq).predict(lq)
     results["pseudo_labels"] = scores(np.asarray(pseudo), truth, inside, n)
     seconds["pseudo_labels"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    local = xd.PseudoLabeler(n, "kmeans", mask="cylinder", features="mean", sigma=1.0)
+    results["pseudo_labels_local_mean"] = scores(
+        np.asarray(local.fit_predict(lq)), truth, inside, n
+    )
+    seconds["pseudo_labels_local_mean"] = round(time.perf_counter() - start, 1)
     for name, steps3 in (("stage2", 0), ("stage3", args.steps3)):
         start = time.perf_counter()
-        seg = xd.Segmenter(n, steps=args.steps, steps_self_correct=steps3, progress=args.progress)
+        seg = xd.Segmenter(
+            n,
+            steps=args.steps,
+            steps_self_correct=steps3,
+            pseudo_sigma=args.pseudo_sigma,
+            progress=args.progress,
+        )
         seg.fit(lq)
+        if name == "stage3":
+            report["stage3_steps"] = seg.steps_self_correct_
         labels = seg.transform(lq).compute().values
         results[name] = scores(labels, truth, inside, n)
         seconds[name] = round(time.perf_counter() - start, 1)
@@ -185,6 +202,12 @@ def main() -> None:
         type=lambda v: v if v == "auto" else int(v),
         default=xd.Segmenter.steps_self_correct,
         help="stage 3 (default: the Segmenter's, 'auto')",
+    )
+    parser.add_argument(
+        "--pseudo-sigma",
+        type=lambda v: v if v == "auto" else float(v),
+        default=xd.Segmenter.pseudo_sigma,
+        help="the Segmenter's pseudo_sigma (default: its own, 0: raw values)",
     )
     parser.add_argument("--transfer-steps", type=int, default=300, help="transfer fits")
     parser.add_argument("--cache", help="folder to keep (and reuse) the simulated phantoms")

@@ -279,3 +279,12 @@ def test_steps_self_correct_takes_auto_or_a_count_and_refuses_the_rest(tmp_path,
         main(["segment", scan, out, "--classes", "3", "--steps-self-correct", "-3"])
     assert "got '-3'" in capsys.readouterr().err
     assert not (tmp_path / "labels.zarr").exists()
+
+
+def test_pseudo_sigma_takes_auto_or_a_scale_and_refuses_the_rest(tmp_path, capsys):
+    scan, out = str(tmp_path / "scan.zarr"), str(tmp_path / "labels.zarr")
+    for bad in ("wide", "-1"):
+        with pytest.raises(SystemExit):
+            main(["segment", scan, out, "--classes", "3", "--pseudo-sigma", bad])
+        assert f"expected 'auto' or a number in 0..64, got '{bad}'" in capsys.readouterr().err
+    assert not (tmp_path / "labels.zarr").exists()

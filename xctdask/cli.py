@@ -182,6 +182,18 @@ def _steps_or_auto(value: str) -> int | str:
     return steps
 
 
+def _sigma_or_auto(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        sigma = float(value)
+    except ValueError:
+        sigma = -1.0
+    if not 0 <= sigma <= 64:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in 0..64, got {value!r}")
+    return sigma
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -292,6 +304,7 @@ def _segmenter_from(args: argparse.Namespace):
         patch=args.patch,
         steps=args.steps,
         steps_self_correct=args.steps_self_correct,
+        pseudo_sigma=args.pseudo_sigma,
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,
@@ -669,6 +682,13 @@ def _parser() -> argparse.ArgumentParser:
             type=_steps_or_auto,
             default="auto",
             help="stage-3 steps, or 'auto' (default: four passes over the volume, 150..900)",
+        )
+        p.add_argument(
+            "--pseudo-sigma",
+            type=_sigma_or_auto,
+            default=0.0,
+            help="scale (voxels) of a local mean the pseudo labels cluster instead of the "
+            "raw voxel values (default 0: raw values); 'auto': 1 on noisy scans, else 0",
         )
         p.add_argument("--tile", type=int, help="inference tile (default 256 2-D, 64 3-D)")
         p.add_argument(

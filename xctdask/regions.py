@@ -11,11 +11,15 @@ recomputes whole chunks for every window. Here a region (a box) of each volume i
 * :class:`Pointwise`: a volume that is a voxel-wise function of another one (the
   pseudo labels of the scan) is computed from that volume's region, which the same task
   has already read;
+* :class:`Local`: a volume that is a function of a neighbourhood of another one (a
+  local mean) is computed from that volume's region grown by the neighbourhood's
+  halo, then cropped;
 * :class:`FromGraph`: any other Dask array: the array's region through its graph (a few
   tasks on the cluster, or the synchronous scheduler where there is none).
 
-:func:`register_pointwise` is how a lazy result declares that it is voxel-wise:
-:meth:`xctdask.PseudoLabeler.predict` registers its relabel rule.
+:func:`register_pointwise` is how a lazy result declares that it is voxel-wise, and
+:func:`register_local` that it depends on a neighbourhood:
+:meth:`xctdask.PseudoLabeler.predict` registers its relabel rule (and its local mean).
 
 Examples
 --------
@@ -43,12 +47,14 @@ __all__ = [
     "FromGraph",
     "FromStore",
     "InMemory",
+    "Local",
     "Pointwise",
     "Renormalize",
     "bind",
     "cut_patches",
     "describe",
     "read_region",
+    "register_local",
     "register_pointwise",
     "source_of",
 ]
@@ -71,6 +77,42 @@ def register_pointwise(result: Any, source: Any, function: Callable[[Any, Region
     _POINTWISE.move_to_end(result.name)
     while len(_POINTWISE) > _REMEMBERED:
         _POINTWISE.popitem(last=False)
+    return result
+
+
+# result array name -> (source array, function of (grown source region, grown region), halo)
+_LOCAL: OrderedDict[str, tuple[Any, Callable[[Any, Region], Any], tuple[int, ...]]] = OrderedDict()
+
+
+def register_local(
+    result: Any, source: Any, function: Callable[[Any, Region], Any], halo: tuple[int, ...]
+) -> Any:
+    """Declare that ``result`` on any region is ``function`` of ``source`` on that region
+    grown by ``halo`` voxels per axis (clipped to the volume), cropped back.
+
+    ``function(values, grown_region)`` must treat the volume's own borders as
+    ``result`` does (e.g. reflect, as ``map_overlap(boundary="reflect")``) and be
+    picklable. Returns ``result`` unchanged. Only the most recent registrations are kept.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> image = da.from_array(np.arange(8.0).reshape(1, 1, 8), chunks=4)
+    >>> def mean3(v, region):  # 3-voxel mean along x, edges reflected
+    ...     p = np.pad(v, ((0, 0), (0, 0), (1, 1)), mode="symmetric")
+    ...     return (p[..., :-2] + p[..., 1:-1] + p[..., 2:]) / 3
+    >>> smooth = register_local(
+    ...     image.map_overlap(lambda b: mean3(b, None), depth=(0, 0, 1), boundary="reflect"),
+    ...     image, mean3, (0, 0, 1))
+    >>> region = ((0, 1), (0, 1), (2, 5))
+    >>> out = read_region(bind({"s": source_of(smooth)}, region), region)["s"]
+    >>> out.ravel().tolist() == smooth[0, 0, 2:5].compute().tolist()
+    True
+    """
+    _LOCAL[result.name] = (source, function, tuple(int(h) for h in halo))
+    _LOCAL.move_to_end(result.name)
+    while len(_LOCAL) > _REMEMBERED:
+        _LOCAL.popitem(last=False)
     return result
 
 
@@ -114,6 +156,17 @@ class Pointwise:
 
 
 @dataclass(frozen=True)
+class Local:
+    """A function of a neighbourhood of another source: its region grown by ``halo``
+    (clipped to ``shape``) is read, ``function`` applied, and the result cropped."""
+
+    input: Any
+    function: Callable[[Any, Region], Any]
+    halo: tuple[int, ...]
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class FromGraph:
     """Any Dask array; :func:`bind` culls its graph to a region."""
 
@@ -152,6 +205,12 @@ def source_of(array: Any, others: dict[str, Any] | None = None) -> Any:
         inner = source_of(source)
         if not isinstance(inner, FromGraph):
             return Pointwise(inner, function)
+    local = _LOCAL.get(array.name)
+    if local is not None:
+        source, function, halo = local
+        inner = source_of(source)
+        if not isinstance(inner, FromGraph):
+            return Local(inner, function, halo, tuple(int(n) for n in array.shape))
     reader = store_reader(array)
     if reader is not None:
         return FromStore(reader)
@@ -189,6 +248,16 @@ def _read(source: Any, region: Region, done: dict[str, Any]) -> Any:
         if isinstance(source.input, str):
             return source.function(done[source.input], region)
         return source.function(_read(source.input, region, done), region)
+    if isinstance(source, Local):
+        grown = tuple(
+            (max(0, lo - h), min(n, hi + h))
+            for (lo, hi), h, n in zip(region, source.halo, source.shape, strict=True)
+        )
+        values = source.function(_read(source.input, grown, done), grown)
+        crop = tuple(
+            slice(lo - g0, hi - g0) for (lo, hi), (g0, _) in zip(region, grown, strict=True)
+        )
+        return values[crop]
     if isinstance(source, _LocalGraph):
         return source.part.compute(scheduler="sync")
     if hasattr(source, "shape") and hasattr(source, "dtype"):  # a region read already
@@ -236,6 +305,7 @@ def describe(sources: dict[str, Any]) -> dict[str, str]:
         InMemory: "in memory",
         FromStore: "from the store",
         Pointwise: "computed from the read region",
+        Local: "computed from a grown region",
         FromGraph: "through its Dask graph",
     }
     return {role: words[type(s)] for role, s in sources.items()}

@@ -125,6 +125,21 @@ class Segmenter:
         as the differences.
     pseudo_method : {"kmeans", "otsu", "gmm"}
         Stage-1 clustering; ``mask="cylinder"`` keeps it inside the field of view.
+    pseudo_sigma : float or "auto"
+        Scale (voxels) of a local mean that stage 1 clusters instead of the raw voxel
+        values: a Gaussian average over the field of view (``PseudoLabeler(
+        features="mean")``; in-plane only with ``stack="slices"``), so that noise does
+        not scatter the pseudo labels; it costs one more pass over the scan. 0
+        (default) clusters the raw values, as the SR-CT paper's stage 1 does.
+        ``"auto"``: 1.0 when the scan's noise (:func:`xctdask.metrics.noise_level`) is
+        at least an eighth of the smallest gap between the raw clusters' centres, else 0
+        (:func:`xctdask.pseudolabels.local_mean_sigma`). The value used is kept as
+        ``pseudo_sigma_``. Off by default because the network already does what the
+        average does: with 1.0 the pseudo labels themselves improve (library
+        fibre composite 64×256×256 0.666 → 0.956 mIoU; independent sand 0.514 → 0.578,
+        fibre 0.355 → 0.431), but the whole pipeline with the other defaults moved
+        from 0.945 to 0.937, 0.590 to 0.569 and 0.405 to 0.421 (LQ scans, one run
+        each).
     tile, overlap, axes, batch_size : inference settings of :func:`xctdask.predict`.
     class_names : list of str, optional
     seed : int
@@ -172,6 +187,7 @@ class Segmenter:
     ema: float = 0.999
     batch_size: int = 8
     pseudo_method: str = "kmeans"
+    pseudo_sigma: float | str = 0.0
     mask: str | None = "cylinder"
     tile: int | None = None
     overlap: float = 0.5
@@ -263,6 +279,8 @@ class Segmenter:
         number("overlap", 0.0, 1.0, open_high=True)
         if self.pseudo_method not in METHODS:
             raise ValueError(f"pseudo_method must be one of {METHODS}, got {self.pseudo_method!r}")
+        if self.pseudo_sigma != "auto":
+            number("pseudo_sigma", 0.0, 64.0)
         if self.mask not in (None, "cylinder"):
             raise ValueError(f"mask must be None or 'cylinder', got {self.mask!r}")
         if self.tile is not None:
@@ -379,6 +397,21 @@ class Segmenter:
         if like is not None:
             self.degrade_sigma_, self.degrade_spectrum_ = self._extra_noise(vol, like)
         pretrain_target = None
+        wants_pseudo = labels is None or (self.pretrain_steps > 0 and clean is None)
+        self.pseudo_sigma_ = 0.0
+        if wants_pseudo:
+            self.pseudo_sigma_ = self._pseudo_sigma(source, labeler)
+        if self.pseudo_sigma_ > 0:
+            _stage(self.progress, "stage 1: histogram pass over the local mean")
+            sigma = self.pseudo_sigma_
+            labeler = PseudoLabeler(
+                self.n_classes,
+                self.pseudo_method,
+                mask=self.mask,
+                features="mean",
+                sigma=(0.0, sigma, sigma) if self.stack == "slices" else sigma,
+            ).fit(source)
+            self.pseudo_labeler_ = labeler
         if labels is None:
             _stage(self.progress, "stage 1: pseudo labels")
             target = labeler.predict(source)
@@ -495,6 +528,16 @@ class Segmenter:
         net.class_names = self.class_names
         self.network_ = net.eval()
         return self
+
+    def _pseudo_sigma(self, source: Any, labeler: Any) -> float:
+        """``pseudo_sigma``, or for ``"auto"`` the scale the scan's noise calls for
+        (reads a few slices)."""
+        if self.pseudo_sigma != "auto":
+            return float(self.pseudo_sigma)
+        from xctdask.metrics import noise_level
+        from xctdask.pseudolabels import local_mean_sigma
+
+        return local_mean_sigma(noise_level(source), labeler.centers_)
 
     def _extra_noise(self, vol: Any, like: Any) -> tuple[float, np.ndarray | None]:
         """The noise ``like`` has beyond ``vol``'s, in ``vol``'s normalised grey values:

@@ -39,7 +39,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         ],
         "fov": ["FieldOfView", "cylinder_mask", "find_field_of_view"],
         "histogram": ["Histogram", "intensity_histogram"],
-        "labeler": ["PseudoLabeler", "pseudo_labels"],
+        "labeler": ["PseudoLabeler", "local_mean_sigma", "pseudo_labels"],
         "relabel": ["IntervalRule"],
     },
 )
@@ -57,6 +57,7 @@ __all__ = [
     "gmm_1d",
     "intensity_histogram",
     "kmeans_1d",
+    "local_mean_sigma",
     "multiotsu_thresholds",
     "optimal_partition",
     "pseudo_labels",

@@ -2,8 +2,13 @@
 
 Intensity alone cannot tell a noisy bright voxel in a dark phase from a voxel of a
 bright phase; the mean and standard deviation over a Gaussian window of scale
-``sigma`` can. Features are computed per chunk with a halo of ``ceil(4·sigma)``
-voxels, so chunk borders do not change them.
+``sigma`` (voxels; a number, or one per axis ``(z, y, x)`` where 0 leaves an axis
+alone) can. Features are computed per chunk with a halo of ``ceil(4·sigma)`` voxels
+per axis, so chunk borders do not change them.
+
+:func:`local_mean` is the Gaussian mean of the valid voxels only (a normalised
+convolution): non-finite voxels and voxels outside a mask (the field of view) neither
+count nor spread into their neighbours.
 
 The fit uses a random sample of voxels chosen by a hash of each voxel's global index,
 so the sample (and the fit) is the same whatever the chunking.
@@ -19,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import dask.array as da
 
-__all__ = ["FEATURES", "compute_features", "sample_features"]
+__all__ = ["FEATURES", "compute_features", "halo", "local_mean", "sample_features"]
 
 FEATURES = ("intensity", "mean", "std")
 
@@ -35,12 +40,55 @@ def check_features(features: Any) -> tuple[str, ...]:
     return features
 
 
-def halo(sigma: float) -> int:
-    """Halo (voxels) that makes the Gaussian features exact inside a chunk."""
-    return math.ceil(4 * sigma)
+def per_axis(sigma: Any, ndim: int = 3) -> tuple[float, ...]:
+    """``sigma`` as one float per axis (a number means the same on every axis)."""
+    if isinstance(sigma, (int, float, np.integer, np.floating)):
+        return (float(sigma),) * ndim
+    return tuple(float(s) for s in sigma)
 
 
-def compute_features(block: np.ndarray, features: tuple[str, ...], sigma: float) -> np.ndarray:
+def halo(sigma: Any) -> tuple[int, ...]:
+    """Halo (voxels per axis) that makes the Gaussian features exact inside a chunk.
+
+    Examples
+    --------
+    >>> halo(1.0), halo((0, 1.5, 1.5))
+    ((4, 4, 4), (0, 6, 6))
+    """
+    return tuple(math.ceil(4 * s) for s in per_axis(sigma))
+
+
+def local_mean(block: Any, sigma: Any, valid: Any = None) -> np.ndarray:
+    """Gaussian-weighted mean of the valid voxels around each voxel (float32).
+
+    ``sum(G·v·x) / sum(G·v)`` with ``v`` = finite and ``valid`` (a boolean array of
+    ``block``'s shape, or None): a voxel next to the edge of the field of view or to a
+    NaN averages only valid neighbours. Voxels with no valid neighbour within the
+    window are NaN (a non-finite voxel itself gets its valid neighbours' mean: the
+    caller decides what it is). Borders reflect (as ``map_overlap(boundary="reflect")`` does).
+
+    Examples
+    --------
+    >>> x = np.zeros((1, 1, 6), np.float32); x[..., 3:] = 1; x[..., 0] = np.nan
+    >>> [round(float(v), 2) for v in local_mean(x, (0, 0, 0.5))[0, 0]]
+    [0.0, 0.0, 0.11, 0.89, 1.0, 1.0]
+    """
+    from scipy import ndimage
+
+    from xctdask.backend import to_host
+
+    x = np.asarray(to_host(block), np.float32)
+    weight = np.isfinite(x)
+    if valid is not None:
+        weight &= np.asarray(to_host(valid), bool)
+    sig = per_axis(sigma, x.ndim)
+    total = ndimage.gaussian_filter(np.where(weight, x, 0), sig, mode="reflect", truncate=4.0)
+    count = ndimage.gaussian_filter(weight.astype(np.float32), sig, mode="reflect", truncate=4.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 1e-6, total / count, np.float32(np.nan)).astype(np.float32)
+
+
+def compute_features(block: np.ndarray, features: tuple[str, ...], sigma: Any) -> np.ndarray:
     """Feature stack of shape ``(len(features), *block.shape)`` (float32).
 
     Examples
@@ -80,8 +128,8 @@ def _sample_block(
     padded: np.ndarray,
     mask: np.ndarray | None,
     features: tuple[str, ...],
-    sigma: float,
-    depth: int,
+    sigma: Any,
+    depth: tuple[int, ...],
     fraction: float,
     seed: int,
     shape: tuple[int, ...],
@@ -89,7 +137,7 @@ def _sample_block(
 ) -> np.ndarray:
     """Feature rows ``(global index, features...)`` of the chosen voxels of one chunk."""
     (z0, z1), (y0, y1), (x0, x1) = location
-    core = tuple(slice(depth, depth + n) for n in (z1 - z0, y1 - y0, x1 - x0))
+    core = tuple(slice(h, h + n) for h, n in zip(depth, (z1 - z0, y1 - y0, x1 - x0), strict=True))
     zz, yy, xx = np.meshgrid(
         np.arange(z0, z1), np.arange(y0, y1), np.arange(x0, x1), indexing="ij", sparse=True
     )
@@ -111,7 +159,7 @@ def sample_features(
     vol: da.Array,
     mask: da.Array | None,
     features: tuple[str, ...],
-    sigma: float,
+    sigma: Any,
     n_samples: int,
     seed: int,
     progress: bool = False,
@@ -128,7 +176,7 @@ def sample_features(
 
     from xctdask._progress import compute
 
-    padded = da.overlap.overlap(vol, depth={0: depth, 1: depth, 2: depth}, boundary="reflect")
+    padded = da.overlap.overlap(vol, depth=dict(enumerate(depth)), boundary="reflect")
     blocks = padded.to_delayed().ravel()
     masks = (
         [None] * len(blocks)

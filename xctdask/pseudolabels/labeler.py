@@ -36,11 +36,31 @@ from xctdask.pseudolabels.fit1d import (
 from xctdask.pseudolabels.fov import FieldOfView, cylinder_mask, find_field_of_view
 from xctdask.pseudolabels.histogram import Histogram, intensity_histogram
 from xctdask.pseudolabels.relabel import IntervalRule, has_lookup_table, relabel_block
-from xctdask.regions import register_pointwise
+from xctdask.regions import register_local, register_pointwise
 
-__all__ = ["METHODS", "PseudoLabeler", "pseudo_labels"]
+__all__ = ["METHODS", "PseudoLabeler", "local_mean_sigma", "pseudo_labels"]
 
 _FORMAT = "xctdask.PseudoLabeler"
+#: features clustered by the exact 1-D methods on a histogram
+_HISTOGRAM_FEATURES = (("intensity",), ("mean",))
+
+
+def _check_sigma(sigma: Any) -> None:
+    number = (int, float, np.integer, np.floating)
+    if isinstance(sigma, number) and not isinstance(sigma, bool):
+        if sigma > 0:
+            return
+    elif (
+        isinstance(sigma, (tuple, list))
+        and len(sigma) == 3
+        and all(isinstance(v, number) and not isinstance(v, bool) and v >= 0 for v in sigma)
+        and any(v > 0 for v in sigma)
+    ):
+        return
+    raise ValueError(
+        f"sigma must be a positive number or three non-negative numbers (z, y, x), "
+        f"not all 0; got {sigma!r}"
+    )
 
 
 def _check_n_classes(n_classes: Any) -> int | str:
@@ -83,12 +103,17 @@ class PseudoLabeler:
         leaves the constant outside out. An array has the volume's shape or its
         (y, x) slice shape. Voxels outside the mask are labelled 255 (unlabelled).
     features : str or tuple of str
-        ``"intensity"`` (default: the histogram method) or a tuple of ``"intensity"``,
-        ``"mean"``, ``"std"`` (Gaussian-window local mean and standard deviation at
-        scale ``sigma``). With more than intensity alone, k-means is fitted on
-        ``n_samples`` random voxels (standardised features) and applied per chunk.
-    sigma : float
-        Scale (voxels) of the local features.
+        ``"intensity"`` (default: the histogram method on the voxel values, the SR-CT
+        paper's stage 1), ``"mean"`` (the same histogram methods on the local mean: a
+        Gaussian average of scale ``sigma`` over valid voxels, see
+        :func:`~xctdask.pseudolabels.features.local_mean`; it takes the noise off
+        before clustering, as binning does for the Modular U-Net paper's Bin-ZeroOC),
+        or a tuple of ``"intensity"``, ``"mean"``, ``"std"`` (local mean and standard
+        deviation): with more than one feature, k-means is fitted on ``n_samples``
+        random voxels (standardised features) and applied per chunk.
+    sigma : float or tuple of 3 floats
+        Scale (voxels) of the local features; per axis ``(z, y, x)`` where 0 leaves an
+        axis alone (``(0, 1, 1)`` for a stack of unrelated slices).
     max_classes : int
         Largest ``k`` tried by ``n_classes="auto"``.
     auto_criterion : {"halving", "bic"}
@@ -131,7 +156,7 @@ class PseudoLabeler:
         bins: int | None = None,
         mask: Any = None,
         features: str | tuple[str, ...] = "intensity",
-        sigma: float = 1.0,
+        sigma: float | tuple[float, float, float] = 1.0,
         max_classes: int = 8,
         auto_criterion: str = "halving",
         n_samples: int = 200_000,
@@ -156,13 +181,12 @@ class PseudoLabeler:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         features = feat.check_features(self.features)
-        if features != ("intensity",) and self.method != "kmeans":
+        if features not in _HISTOGRAM_FEATURES and self.method != "kmeans":
             raise ValueError(
                 f"multi-feature clustering uses k-means; got method={self.method!r} with "
                 f"features={features}"
             )
-        if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
-            raise ValueError(f"sigma must be a positive number, got {self.sigma!r}")
+        _check_sigma(self.sigma)
         if not (isinstance(self.max_classes, int) and 2 <= self.max_classes <= 255):
             raise ValueError(f"max_classes must be an integer in 2..255, got {self.max_classes!r}")
         if self.auto_criterion not in ("halving", "bic"):
@@ -234,7 +258,8 @@ class PseudoLabeler:
         mask = self._resolve_mask(vol, self.mask)
         self.dtype_ = str(np.dtype(data.dtype))
         self.features_ = features
-        hist = intensity_histogram(data, bins=self.bins, mask=mask, progress=self.progress)
+        source = self._local_mean(data, mask) if features == ("mean",) else data
+        hist = intensity_histogram(source, bins=self.bins, mask=mask, progress=self.progress)
         self.histogram_ = hist
         self.n_nonfinite_ = hist.n_nonfinite
         self.n_excluded_ = hist.n_excluded
@@ -252,7 +277,7 @@ class PseudoLabeler:
                 f"cannot make {n} classes"
             )
         self.n_classes_ = n
-        if features == ("intensity",):
+        if features in _HISTOGRAM_FEATURES:
             self._fit_histogram(hist, n)
         else:
             self._fit_features(data, mask, features, n)
@@ -295,6 +320,27 @@ class PseudoLabeler:
             breakpoints, labels = self.thresholds_, np.arange(n)
         self.rule_ = IntervalRule(breakpoints, labels, UNLABELLED)
 
+    def _local_mean(self, data: Any, mask: Any) -> Any:
+        """The local mean of ``data`` (NaN where ``data`` is not finite): lazy for Dask
+        input, with the chunks of ``data``; a host array otherwise."""
+        sigma = feat.per_axis(self.sigma)
+        if not is_dask(data):
+            return _local_mean_block(data, mask, sigma=sigma)
+        depth = feat.halo(sigma)
+        src = _with_halo_chunks(data, depth)
+        args = (src,) if mask is None else (src, da.asarray(mask).rechunk(src.chunks))
+        smoothed = da.map_overlap(
+            _local_mean_block,
+            *args,
+            depth=depth,
+            boundary="reflect",
+            trim=True,
+            dtype=np.float32,
+            meta=np.empty((0, 0, 0), np.float32),
+            sigma=sigma,
+        )
+        return smoothed.rechunk(data.chunks)
+
     def _fit_features(self, data: Any, mask: Any, features: tuple[str, ...], n: int) -> None:
         from sklearn.cluster import KMeans
 
@@ -303,7 +349,7 @@ class PseudoLabeler:
         if mask is not None:
             mask = da.asarray(mask).rechunk(vol.chunks)
         table = feat.sample_features(
-            vol, mask, features, float(self.sigma), self.n_samples, self.seed, self.progress
+            vol, mask, features, feat.per_axis(self.sigma), self.n_samples, self.seed, self.progress
         )
         if table.shape[0] < n:
             raise ValueError(f"only {table.shape[0]} voxels sampled; cannot make {n} classes")
@@ -348,10 +394,20 @@ class PseudoLabeler:
         lazy = is_dask(data)
         d = as_dask(data, chunks=-1 if not lazy else "auto")
         m = None if mask is None else (mask if is_dask(mask) else da.from_array(mask, chunks=-1))
-        labels = self._predict_dask(d, m)
-        by_region = self._region_rule(requested, mask, np.dtype(d.dtype))
-        if lazy and by_region is not None:  # readers of regions relabel what they read
-            register_pointwise(labels, d, by_region)
+        if self.rule_ is not None and self.features_ == ("mean",):
+            smoothed = self._local_mean(d, m)
+            labels = self._relabel_dask(smoothed, m, np.empty((0, 0, 0), np.uint8))
+            by_region = self._region_rule(requested, mask, np.dtype(np.float32))
+            if lazy and by_region is not None:  # readers smooth a grown region, relabel it
+                sigma = feat.per_axis(self.sigma)
+                fov = by_region.field_of_view
+                register_local(smoothed, d, LocalMeanRegion(sigma, fov), feat.halo(sigma))
+                register_pointwise(labels, smoothed, by_region)
+        else:
+            labels = self._predict_dask(d, m)
+            by_region = self._region_rule(requested, mask, np.dtype(d.dtype))
+            if lazy and by_region is not None:  # readers of regions relabel what they read
+                register_pointwise(labels, d, by_region)
         if not lazy:
             labels = labels.compute(scheduler="sync")
         if isinstance(vol, xr.DataArray):
@@ -378,14 +434,7 @@ class PseudoLabeler:
     def _predict_dask(self, d: da.Array, m: da.Array | None) -> da.Array:
         meta = meta_like(d, np.uint8)
         if self.rule_ is not None:
-            dtype = np.dtype(d.dtype)
-            lut = self.rule_.lookup_table(dtype) if has_lookup_table(dtype) else None
-            args = (d,) if m is None else (d, m)
-
-            def block(x, mask=None):
-                return relabel_block(x, mask, self.rule_, lut)
-
-            return da.map_blocks(block, *args, dtype=np.uint8, meta=meta)
+            return self._relabel_dask(d, m, meta)
         depth = feat.halo(self.sigma)
         src = _with_halo_chunks(d, depth)
         labels = da.map_overlap(
@@ -397,7 +446,7 @@ class PseudoLabeler:
             dtype=np.uint8,
             meta=meta,
             features=self.features_,
-            sigma=float(self.sigma),
+            sigma=feat.per_axis(self.sigma),
             mean=self.feature_mean_,
             scale=self.feature_scale_,
             centers=self.cluster_centers_,
@@ -408,6 +457,18 @@ class PseudoLabeler:
         if invalid is not None:
             labels = da.where(invalid, np.uint8(UNLABELLED), labels)
         return labels
+
+    def _relabel_dask(self, d: da.Array, m: da.Array | None, meta: Any) -> da.Array:
+        """The interval rule on every chunk of ``d`` (255 outside ``m``)."""
+        dtype = np.dtype(d.dtype)
+        lut = self.rule_.lookup_table(dtype) if has_lookup_table(dtype) else None
+        args = (d,) if m is None else (d, m)
+        rule = self.rule_
+
+        def block(x, mask=None):
+            return relabel_block(x, mask, rule, lut)
+
+        return da.map_blocks(block, *args, dtype=np.uint8, meta=meta)
 
     def fit_predict(self, vol: Any, y: Any = None) -> Any:
         """``fit(vol).predict(vol)``."""
@@ -423,6 +484,8 @@ class PseudoLabeler:
             "features": list(self.features_),
             "centers": _tolist(self.centers_),
         }
+        if self.features_ != ("intensity",):
+            out["sigma"] = _tolist(feat.per_axis(self.sigma))
         if self.rule_ is not None:
             out["breakpoints"] = _tolist(self.rule_.breakpoints)
             out["interval_labels"] = _tolist(self.rule_.labels)
@@ -523,6 +586,8 @@ class PseudoLabeler:
             raise ValueError(f"{path} is not a saved PseudoLabeler")
         params = doc["params"]
         params["features"] = tuple(params["features"])
+        if isinstance(params.get("sigma"), list):
+            params["sigma"] = tuple(params["sigma"])
         self = cls(**params)
         state = doc["state"]
         self.n_classes_ = int(state["n_classes_"])
@@ -591,13 +656,39 @@ def _interval_means(centers: np.ndarray, counts: np.ndarray, thresholds: np.ndar
     return total / np.maximum(weight, 1)
 
 
-def _with_halo_chunks(d: da.Array, depth: int) -> da.Array:
-    """Rechunk only if some chunk is thinner than the halo (``map_overlap`` needs that)."""
-    if all(min(c) >= depth for c in d.chunks if len(c) > 1) and all(
-        c[0] >= depth or len(c) == 1 for c in d.chunks
-    ):
+def _with_halo_chunks(d: da.Array, depth: tuple[int, ...]) -> da.Array:
+    """Rechunk only if some chunk is thinner than its axis's halo (``map_overlap``
+    needs that)."""
+    if all(len(c) == 1 or min(c) >= h for c, h in zip(d.chunks, depth, strict=True)):
         return d
-    return d.rechunk(tuple(max(depth, max(c)) for c in d.chunks))
+    return d.rechunk(tuple(max(h, max(c)) for c, h in zip(d.chunks, depth, strict=True)))
+
+
+def _local_mean_block(x: Any, mask: Any = None, *, sigma: tuple[float, ...]) -> np.ndarray:
+    """:func:`~xctdask.pseudolabels.features.local_mean` over the voxels in ``mask``,
+    NaN where ``x`` itself is not finite (so those voxels stay unlabelled)."""
+    out = feat.local_mean(x, sigma, mask)
+    if np.dtype(x.dtype).kind == "f":
+        out[~np.isfinite(to_host(x))] = np.nan
+    return out
+
+
+@dataclass(frozen=True)
+class LocalMeanRegion:
+    """The local mean on a region of the scan (picklable; see
+    :func:`xctdask.regions.register_local`): valid voxels are finite and inside the
+    field of view, as in :meth:`PseudoLabeler.predict`."""
+
+    sigma: tuple[float, ...]
+    field_of_view: FieldOfView | None
+
+    def __call__(self, values: Any, region: tuple[tuple[int, int], ...]) -> Any:
+        mask = None
+        if self.field_of_view is not None and not self.field_of_view.everything:
+            (z0, z1), (y0, y1), (x0, x1) = region
+            inside = self.field_of_view.inside(np.arange(y0, y1), np.arange(x0, x1))
+            mask = np.broadcast_to(np.asarray(inside), (z1 - z0, *inside.shape))
+        return _local_mean_block(values, mask, sigma=self.sigma)
 
 
 def _feature_labels_block(block, features, sigma, mean, scale, centers):
@@ -605,6 +696,31 @@ def _feature_labels_block(block, features, sigma, mean, scale, centers):
     z = (stack.reshape(len(features), -1).T - mean) / scale
     d2 = ((z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
     return d2.argmin(axis=1).astype(np.uint8).reshape(block.shape)
+
+
+def local_mean_sigma(noise: float, centers: Any, *, ratio: float = 0.125) -> float:
+    """The local-mean scale for ``PseudoLabeler(features="mean")`` that a scan's noise
+    calls for: 1.0 voxel when ``noise`` (its standard deviation, e.g.
+    :func:`xctdask.metrics.noise_level`) is at least ``ratio`` times the smallest gap
+    between the raw clusters' ``centers``, else 0 (cluster the raw values).
+
+    A Gaussian average of scale 1 takes noise off the pseudo labels but blurs
+    structures a few voxels thin. Measured on LQ phantom scans (pseudo-label mIoU, raw →
+    σ = 1; noise / smallest gap in brackets): fibre composite 16×96×96, fibres 2–3
+    voxels across, 0.948 → 0.800 (0.08); 64×256×256 0.666 → 0.956 (0.20); crystal
+    0.573 → 0.583 (0.19); corrosion 0.561 → 0.714 (0.33); two independent phantoms
+    (sand, glass-fibre composite) 0.514 → 0.578 (0.20) and 0.355 → 0.431 (0.27). Six
+    scans: the threshold sits between the two groups, not at a measured optimum.
+
+    Examples
+    --------
+    >>> local_mean_sigma(0.05, [0.0, 1.0, 2.0]), local_mean_sigma(0.3, [0.0, 1.0, 2.0])
+    (0.0, 1.0)
+    """
+    gaps = np.diff(np.sort(np.asarray(centers, dtype=float)))
+    if gaps.size == 0 or not np.isfinite(noise):
+        return 0.0
+    return 1.0 if noise >= ratio * float(gaps.min()) else 0.0
 
 
 def pseudo_labels(
