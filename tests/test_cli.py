@@ -159,6 +159,28 @@ def test_pseudo_labels_command(tmp_path, client, capsys):
         == 2
     )
     assert "2..255" in capsys.readouterr().err
+    local = ["--features", "mean", "--scheduler", client.scheduler.address]
+    source, smoothed = str(tmp_path / "hq.zarr"), tmp_path / "mean.zarr"
+    argv = [
+        "pseudo-labels",
+        source,
+        str(smoothed),
+        "--classes",
+        "3",
+        *local,
+        "--sigma",
+        "0",
+        "1",
+        "1",
+    ]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["sigma"] == [0.0, 1.0, 1.0]
+    expected = PseudoLabeler(3, features="mean", sigma=(0, 1, 1)).fit_predict(ds.hq.values)
+    np.testing.assert_array_equal(open_volume(smoothed).values, expected)
+    bad = ["pseudo-labels", source, str(tmp_path / "y.zarr"), *local]
+    assert main([*bad, "--sigma", "1", "1"]) == 2
+    assert "--sigma must be a positive number or three" in capsys.readouterr().err
+    assert not (tmp_path / "y.zarr").exists()
 
 
 def test_predict_command(tmp_path, client, capsys):

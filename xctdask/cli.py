@@ -75,6 +75,7 @@ _CLI_WORDS = {
     "overwrite=True": "--overwrite",
     "pass mask= to": "use --mask with",
     "n_classes=": "--classes ",
+    "sigma must be a positive number or three": "--sigma must be a positive number or three",
 }
 
 
@@ -230,7 +231,7 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
         bins=args.bins,
         mask=None if args.mask == "none" else args.mask,
         features=tuple(args.features),
-        sigma=args.sigma,
+        sigma=args.sigma[0] if len(args.sigma) == 1 else tuple(args.sigma),
         progress=True,
     )
     with _cluster(args.scheduler, args.workers):
@@ -603,9 +604,18 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=FEATURES,
         default=["intensity"],
-        help="voxel features (more than intensity: k-means on a voxel sample)",
+        help="voxel features: intensity (default), mean (the same methods on the local "
+        "mean), or several (k-means on a voxel sample)",
     )
-    p.add_argument("--sigma", type=float, default=1.0, help="scale of the mean/std features")
+    p.add_argument(
+        "--sigma",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        metavar="S",
+        help="scale (voxels) of the mean/std features: one number, or Z Y X (0 leaves an "
+        "axis alone)",
+    )
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--save-model", metavar="JSON", help="also write the fitted labeler here")
     p.add_argument("--overwrite", action="store_true")

@@ -636,13 +636,17 @@ class RelabelRegion:
     def __call__(self, values: Any, region: tuple[tuple[int, int], ...]) -> Any:
         from xctdask.backend import array_module
 
-        mask = None
-        if self.field_of_view is not None and not self.field_of_view.everything:
-            (z0, z1), (y0, y1), (x0, x1) = region
-            inside = self.field_of_view.inside(np.arange(y0, y1), np.arange(x0, x1))
-            xp = array_module(values)
-            mask = xp.broadcast_to(xp.asarray(inside), (z1 - z0, *inside.shape))
+        mask = _region_mask(self.field_of_view, region, array_module(values))
         return relabel_block(values, mask, self.rule, self.lut)
+
+
+def _region_mask(fov: FieldOfView | None, region: tuple[tuple[int, int], ...], xp: Any) -> Any:
+    """The field of view on ``region`` (True inside), or None when nothing is outside."""
+    if fov is None or fov.everything:
+        return None
+    (z0, z1), (y0, y1), (x0, x1) = region
+    inside = fov.inside(np.arange(y0, y1), np.arange(x0, x1))
+    return xp.broadcast_to(xp.asarray(inside), (z1 - z0, *inside.shape))
 
 
 def _tolist(value: Any) -> Any:
@@ -683,11 +687,7 @@ class LocalMeanRegion:
     field_of_view: FieldOfView | None
 
     def __call__(self, values: Any, region: tuple[tuple[int, int], ...]) -> Any:
-        mask = None
-        if self.field_of_view is not None and not self.field_of_view.everything:
-            (z0, z1), (y0, y1), (x0, x1) = region
-            inside = self.field_of_view.inside(np.arange(y0, y1), np.arange(x0, x1))
-            mask = np.broadcast_to(np.asarray(inside), (z1 - z0, *inside.shape))
+        mask = _region_mask(self.field_of_view, region, np)
         return _local_mean_block(values, mask, sigma=self.sigma)
 
 
