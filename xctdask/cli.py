@@ -171,28 +171,25 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def _steps_or_auto(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        steps = int(value)
-    except ValueError:
-        steps = -1
-    if steps < 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer ≥ 0, got {value!r}")
-    return steps
+def _auto_or(kind: type, low: float, high: float | None, words: str):
+    """An argparse type: ``"auto"``, or a ``kind`` number in ``low..high``."""
+
+    def parse(value: str) -> Any:
+        if value == "auto":
+            return value
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or number < low or (high is not None and number > high):
+            raise argparse.ArgumentTypeError(f"expected 'auto' or {words}, got {value!r}")
+        return number
+
+    return parse
 
 
-def _sigma_or_auto(value: str) -> float | str:
-    if value == "auto":
-        return value
-    try:
-        sigma = float(value)
-    except ValueError:
-        sigma = -1.0
-    if not 0 <= sigma <= 64:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in 0..64, got {value!r}")
-    return sigma
+_steps_or_auto = _auto_or(int, 0, None, "an integer ≥ 0")
+_sigma_or_auto = _auto_or(float, 0.0, 64.0, "a number in 0..64")
 
 
 def _positive(value: str) -> int:

@@ -341,7 +341,8 @@ class Segmenter:
     ) -> Segmenter:
         """Train the network on ``vol`` (**computes**: the histogram pass, the sampler's
         statistics pass and training; with ``pretrain_steps``, also one pass matching the
-        pseudo labels to the annotations).
+        pseudo labels to the annotations; with ``pseudo_sigma``, a histogram pass over
+        the local mean, and for ``"auto"`` a few slices for the noise level).
 
         Parameters
         ----------
