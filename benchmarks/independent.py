@@ -31,13 +31,18 @@ Goal (issue 20): HQ → LQ within 10 points of HQ. (Scored over the whole slices
 truth outside the field of view is 255 and not counted.)
 
 Run:  python benchmarks/independent.py [--shape Z Y X] [--kinds sand fibre]
-      [--parts unsupervised transfer figure] [--steps N] [--steps3 N|auto]
+      [--parts unsupervised ceilings transfer figure] [--steps N] [--steps3 N|auto]
       [--pseudo-sigma S|auto]
       [--transfer-steps N] [--cache DIR] [--out FILE]
 (``--parts`` reruns only those parts; the others' results in ``--out`` are kept)
 (the phantoms take about 4–5 minutes each to simulate at 96×256×256 on 2 cores;
 ``--cache`` keeps them as ``.npz`` for reruns; each default ``Segmenter`` fit about
 10 minutes)
+Part ``ceilings`` (seconds): what clustering or thresholding grey values can reach,
+to read the unsupervised figures against: the same k-means pseudo labels of the *HQ*
+scan (stage 1 without the LQ noise), Bin-ZeroOC of the HQ scan (the oracle-chosen
+intensity classifier of the cleaner scan), and per class the best IoU any set of grey
+values reaches (``xd.metrics.intensity_iou_bound``) on the LQ and on the HQ scan.
 Part ``figure``: the middle slice of each phantom's HQ scan, LQ scan and truth.
 
 Results: benchmarks/results/independent.json, independent_<kind>.png
@@ -163,6 +168,31 @@ def unsupervised(data: dict, args: argparse.Namespace, kind: str) -> dict:
     return report
 
 
+def ceilings(data: dict, args: argparse.Namespace, kind: str) -> dict:
+    """Intensity-only references: k-means pseudo labels and Bin-ZeroOC of the HQ scan,
+    and the per-class intensity bound of the LQ and of the HQ scan."""
+    truth = data["truth"]
+    inside = truth != 255
+    n = len(data["classes"])
+    report: dict = {}
+    hq = data["hq"]
+    pseudo_hq = xd.PseudoLabeler(n, "kmeans", mask="cylinder").fit(hq).predict(hq)
+    report["pseudo_labels_hq"] = scores(np.asarray(pseudo_hq), truth, inside, n)
+    hist = xd.metrics.joint_histogram(hq[inside], truth[inside], n)
+    baseline = xd.metrics.bin_zero_oc_from_histogram(hist)
+    report["bin_zero_oc_hq"] = {
+        "miou": round(baseline.mean_iou, 4),
+        "iou": [round(float(v), 4) for v in baseline.iou],
+    }
+    for scan in ("lq", "hq"):
+        bound = xd.metrics.intensity_iou_bound(data[scan][inside], truth[inside], n)
+        report[f"intensity_bound_{scan}"] = {
+            "miou": round(bound.mean_iou, 4),
+            "iou": [round(float(v), 4) for v in bound.iou],
+        }
+    return report
+
+
 def figure(data: dict, args: argparse.Namespace, kind: str) -> dict:
     """The middle slice of the HQ scan, the LQ scan and the truth, side by side."""
     import matplotlib
@@ -187,7 +217,12 @@ def figure(data: dict, args: argparse.Namespace, kind: str) -> dict:
     return {"path": path.name, "slice": middle}
 
 
-PARTS = {"unsupervised": unsupervised, "transfer": transfer, "figure": figure}
+PARTS = {
+    "unsupervised": unsupervised,
+    "ceilings": ceilings,
+    "transfer": transfer,
+    "figure": figure,
+}
 
 
 def main() -> None:
