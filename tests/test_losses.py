@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,6 +156,18 @@ def test_denoise_segment_combines_ce_and_ten_mse():
     ce = F.cross_entropy(logits, labels)
     assert loss.item() == pytest.approx(ce.item() + 10 * 0.25, rel=1e-6)
     assert losses.DenoiseSegmentLoss().weight == 10.0
+
+
+def test_denoising_losses_skip_the_clean_scans_nan_voxels():
+    denoised = torch.tensor([[[[1.0, 2.0], [3.0, 100.0]]]], requires_grad=True)
+    clean = torch.tensor([[[[0.0, 2.0], [1.0, float("nan")]]]])
+    loss = losses.DenoiseLoss()(denoised, clean)
+    assert loss.item() == pytest.approx((1 + 0 + 4) / 3)  # the NaN voxel is not counted
+    loss.backward()
+    assert torch.isfinite(denoised.grad).all() and denoised.grad[0, 0, 1, 1] == 0
+    labels = torch.zeros(1, 2, 2, dtype=torch.long)
+    both = losses.DenoiseSegmentLoss()((denoised, torch.zeros(1, 2, 2, 2)), (clean, labels))
+    assert both.item() == pytest.approx(np.log(2) + 10 * 5 / 3, rel=1e-6)
 
 
 def test_pix2pix_generator_and_discriminator_by_hand():

@@ -121,6 +121,40 @@ def test_bad_input(phantom):
         train(stacked, _sampler(phantom, patch=(6, 16, 16)), steps=2, progress=False)
 
 
+def test_nan_voxels_of_the_scan_and_clean_scan_do_not_poison_training(phantom):
+    # a reconstruction with NaN outside its field of view: before, one NaN voxel in a
+    # patch made the loss NaN at the first step and every weight after it
+    lq, hq = phantom.lq.values.copy(), phantom.hq.values.copy()
+    yy, xx = np.mgrid[:96, :96]
+    outside = (yy - 47.5) ** 2 + (xx - 47.5) ** 2 > 36**2
+    lq[:, outside], hq[:, outside] = np.nan, np.nan
+    labels = np.where(outside, 255, phantom.labels.values).astype(np.uint8)
+    inside = np.isfinite(lq)
+    m, s = float(lq[inside].mean()), float(lq[inside].std())
+    sampler = PatchSampler(
+        lq, labels, clean=hq, patch=(6, 24, 24), margin=2, split=(0.6, 0.2, 0.2),
+        normalize=(m, s), seed=0,
+    )  # fmt: skip
+    batches = list(sampler.batches("train", 4, 3, seed=0))
+    assert all(torch.isfinite(b["image"]).all() for b in batches)  # NaN enters as 0
+    assert any(torch.isnan(b["clean"]).any() for b in batches)  # kept: losses skip it
+    torch.manual_seed(0)
+    net = xd.models.build(
+        "stacked-denseuseg", 1, 3, k0=4, growth=4, n_blocks=2, modules_per_block=1
+    )
+    net = train(net, sampler, steps=6, val_every=3, val_batches=1, batch_size=2, progress=False)
+    assert np.isfinite(net.history.loss).all() and np.isfinite(net.history.val_psnr).all()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_a_loss_that_turns_nan_stops_training_with_a_clear_error(phantom):
+    net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))  # a diverged network
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
+        train(net, _sampler(phantom, patch=(1, 32, 32)), steps=3, progress=False)
+
+
 def test_trains_without_a_validation_slab(phantom):
     sampler = _sampler(phantom, patch=(1, 32, 32), split=(1.0, 0.0, 0.0))
     assert not sampler.has_labels("validation") and sampler.has_labels("train")

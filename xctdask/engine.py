@@ -591,8 +591,10 @@ def evaluate(
         result["iou"] = [float(v) for v in iou]
         result["miou"] = float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
     if denoised:
+        reference = np.concatenate(clean).ravel()
+        finite = np.isfinite(reference)  # a clean scan's NaN voxels are not scored
         result["psnr"] = float(
-            metrics.psnr(np.concatenate(denoised).ravel(), np.concatenate(clean).ravel())
+            metrics.psnr(np.concatenate(denoised).ravel()[finite], reference[finite])
         )
     return result
 
@@ -708,6 +710,12 @@ def fit_loop(
                     for group, base in zip(opt.param_groups, bases, strict=True):
                         group["lr"] = base * factor
                 value, logs = task.step(batch, step)
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"{task.name}: the training loss is {value} at step {step}; the "
+                        "network's weights are no longer usable. Check the scan and its "
+                        "labels, or lower the learning rate"
+                    )
                 history.step.append(step)
                 history.loss.append(value)
                 history.lr.append(task.optimizers()[0].param_groups[0]["lr"])

@@ -367,9 +367,21 @@ class Jaccard2Loss(_SoftOverlap):
         return 1 - (inter + self.eps) / (union + self.eps)
 
 
+def _finite_mse(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the voxels where ``clean`` is finite (a clean scan with
+    NaN outside its field of view); plain MSE when every voxel is."""
+    denoised, clean = denoised.float(), clean.float()
+    finite = torch.isfinite(clean)
+    if bool(finite.all()):
+        return F.mse_loss(denoised, clean)
+    diff = torch.where(finite, denoised - clean.nan_to_num(), torch.zeros_like(denoised))
+    return (diff * diff).sum() / finite.sum().clamp(min=1)
+
+
 class DenoiseLoss(nn.Module):
     """Mean squared error of a denoised image against the clean scan (denoise-only
-    training, as the Stacked-DenseUSeg paper trains its denoising baselines).
+    training, as the Stacked-DenseUSeg paper trains its denoising baselines), over the
+    clean scan's finite voxels.
 
     Examples
     --------
@@ -380,7 +392,7 @@ class DenoiseLoss(nn.Module):
     def forward(self, denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         if denoised.shape != clean.shape:
             raise ValueError(f"denoised {tuple(denoised.shape)} vs clean {tuple(clean.shape)}")
-        return F.mse_loss(denoised.float(), clean.float())
+        return _finite_mse(denoised, clean)
 
 
 class DenoiseSegmentLoss(nn.Module):
@@ -402,7 +414,7 @@ class DenoiseSegmentLoss(nn.Module):
         if denoised.shape != clean.shape:
             raise ValueError(f"denoised {tuple(denoised.shape)} vs clean {tuple(clean.shape)}")
         ce = self.segmentation(logits, labels)
-        mse = F.mse_loss(denoised.float(), clean.float())
+        mse = _finite_mse(denoised, clean)
         self.last = {"ce": float(ce.detach()), "mse": float(mse.detach())}
         return ce + self.weight * mse
 

@@ -520,6 +520,10 @@ class PatchSampler:
         if self.normalize is not None:
             mean, std = self.normalize
             image = (image - mean) / std
+        # non-finite voxels (NaN outside a field of view) enter the network as 0, as
+        # in predict; their labels are 255 (pseudo labels) or the user's. Left in, one
+        # NaN makes the loss and then every weight NaN
+        image = np.nan_to_num(image, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         three_d = self.patch[0] > 1
         # (N, context, y, x) for slices; (N, 1, z, y, x) for 3D
         out["image"] = torch.from_numpy(image[:, None] if three_d else image)
@@ -530,6 +534,8 @@ class PatchSampler:
             c = np.asarray(arrays["clean"], np.float32)
             if self.normalize is not None:
                 c = (c - self.normalize[0]) / self.normalize[1]
+            # non-finite clean voxels stay NaN: the denoising losses and PSNR skip them
+            c = np.where(np.isfinite(c), c, np.float32(np.nan))
             out["clean"] = torch.from_numpy(c[:, None] if three_d else c)
         if "origin" in arrays:
             out["origin"] = torch.from_numpy(np.asarray(arrays["origin"], np.int64))
