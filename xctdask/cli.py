@@ -788,7 +788,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileExistsError, FileNotFoundError, ValueError, TypeError, KeyError, OSError) as err:
+    except (
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+        TypeError,
+        KeyError,
+        OSError,
+        FloatingPointError,  # a training loss that turned NaN: said in one line
+    ) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         line = " ".join(_cli_words(str(message)).split())  # one line, in CLI words
         print(f"xctdask {args.command}: error: {line}", file=sys.stderr)
