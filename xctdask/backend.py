@@ -21,6 +21,7 @@ __all__ = [
     "is_cupy",
     "is_dask",
     "meta_like",
+    "native_order",
     "to_host",
     "to_torch",
     "unwrap",
@@ -131,15 +132,32 @@ def meta_like(data: Any, dtype: Any, ndim: int | None = None) -> Any:
     return xp.empty((0,) * ndim, dtype=dtype)
 
 
+def native_order(chunk: Any) -> Any:
+    """``chunk`` in the machine's byte order: a big-endian array (``>f4``, ``>u2``: some
+    TIFF, HDF5, raw and Zarr data) is converted, PyTorch takes no other; others are
+    returned as they are.
+
+    Examples
+    --------
+    >>> native_order(np.arange(3, dtype=">u2")).dtype.isnative
+    True
+    """
+    dtype = getattr(chunk, "dtype", None)
+    if dtype is None or dtype.isnative:
+        return chunk
+    return chunk.astype(dtype.newbyteorder("="))
+
+
 def to_torch(chunk: Any, device: Any = None) -> Any:
     """A PyTorch tensor sharing a NumPy or CuPy chunk's memory (CuPy through DLPack,
-    so a GPU chunk is never copied to the host), moved to ``device`` if given."""
+    so a GPU chunk is never copied to the host), moved to ``device`` if given. A
+    big-endian chunk is converted to the machine's byte order first (a copy)."""
     import torch
 
     if type(chunk).__module__.split(".")[0] == "cupy":
         tensor = torch.from_dlpack(chunk)
     else:
-        tensor = torch.from_numpy(np.ascontiguousarray(chunk))
+        tensor = torch.from_numpy(np.ascontiguousarray(native_order(chunk)))
     return tensor if device is None else tensor.to(device)
 
 

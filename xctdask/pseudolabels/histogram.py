@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from xctdask._progress import compute
-from xctdask.backend import is_dask, to_host, unwrap
+from xctdask.backend import is_dask, native_order, to_host, unwrap
 
 __all__ = ["Histogram", "intensity_histogram"]
 
@@ -174,7 +174,7 @@ def _count_cpu(values: np.ndarray, e: int, offset: int, n_bins: int, clip) -> np
             part = part.astype(np.int64)
         elif part.dtype == np.float16:
             part = part.astype(np.float32)
-        src = torch.from_numpy(np.ascontiguousarray(part))
+        src = torch.from_numpy(np.ascontiguousarray(native_order(part)))
         if kind == "f":
             if src.dtype != work:
                 b.copy_(src)
