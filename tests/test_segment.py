@@ -131,6 +131,8 @@ def test_bad_input(phantom, tmp_path):
         xd.segment(hq, 3, labels=np.full_like(truth, 255), **SMALL)
     with pytest.raises(TypeError, match="integers"):
         xd.segment(hq, 3, labels=truth.astype(np.float32), **SMALL)
+    with pytest.raises(TypeError, match=r"boolean.*astype\(np.uint8\)"):
+        xd.segment(hq, 2, labels=truth == 1, **SMALL)
     with pytest.raises(ValueError, match="n_classes"):
         xd.segment(hq, 1, **SMALL)
     with pytest.raises(ValueError, match="3-D"):

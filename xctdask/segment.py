@@ -315,7 +315,12 @@ class Segmenter:
                 check_same_shape(other, vol, (name, "volume"))
         if labels is not None:
             dtype = np.dtype(unwrap(labels).dtype)
-            if dtype.kind not in "iub":
+            if dtype.kind == "b":  # True = class 1, or True = annotated? say which
+                raise TypeError(
+                    "labels are boolean: pass class numbers as integers (0, 1, …; 255 = "
+                    "unlabelled), e.g. mask.astype(np.uint8) for classes 0 and 1"
+                )
+            if dtype.kind not in "iu":
                 raise TypeError(f"labels must be integers (255 = unlabelled), got {dtype}")
 
     def _check_label_values(self, labels: Any) -> None:
