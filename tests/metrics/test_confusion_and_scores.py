@@ -102,6 +102,17 @@ def test_out_of_range_labels_raise_numpy_and_dask():
         lazy.compute()
 
 
+def test_an_unlabelled_prediction_says_how_to_score_it():
+    pred = PRED.copy()
+    pred[0, 0, 0] = 255  # a NaN voxel of the scan, as predict leaves it
+    with pytest.raises(ValueError, match=r"255 = unlabelled.*set the truth to 255 there"):
+        metrics.confusion_matrix(pred, TRUTH, N)
+    truth = TRUTH.copy()
+    truth[0, 0, 0] = 255  # the advice: then the voxel is not scored
+    expected = metrics.confusion_matrix(PRED, truth, N)
+    np.testing.assert_array_equal(metrics.confusion_matrix(pred, truth, N), expected)
+
+
 def test_shape_mismatch_and_bad_dtype():
     with pytest.raises(ValueError, match="does not match"):
         metrics.mean_iou(PRED[:-1], TRUTH, N)

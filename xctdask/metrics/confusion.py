@@ -41,7 +41,14 @@ def _block_counts(
             )
         if p.min() < 0 or p.max() >= n_pred:
             bad = p[(p < 0) | (p >= n_pred)][0]
-            raise ValueError(f"prediction holds label {bad}, outside 0..{n_pred - 1}")
+            hint = (
+                f" where the truth is labelled ({bad} = unlabelled: the scan's NaN voxels "
+                f"are {bad} in xctdask's outputs; set the truth to {bad} there too, or "
+                "leave those voxels out)"
+                if ignore_index is not None and bad == ignore_index
+                else ""
+            )
+            raise ValueError(f"prediction holds label {bad}, outside 0..{n_pred - 1}{hint}")
     flat = t.astype(xp.int64) * n_pred + p.astype(xp.int64)
     counts = xp.bincount(flat, minlength=n_truth * n_pred).reshape(n_truth, n_pred)
     return to_host(counts)
