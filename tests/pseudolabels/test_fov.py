@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -38,6 +40,18 @@ def test_no_constant_exterior_masks_nothing_with_a_warning():
         fov = find_field_of_view(vol)
     assert fov.everything and fov.outside_value is None
     assert fov.inside(np.arange(20), np.arange(30)).all()
+
+
+def test_a_nan_exterior_is_a_field_of_view_not_a_warning():
+    yy, xx = np.mgrid[:40, :40]
+    outside = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 > 18**2
+    vol = np.where(outside, np.nan, np.random.default_rng(0).random((3, 40, 40)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # it used to warn "the corners differ ([nan, …])"
+        fov = find_field_of_view(vol)
+    assert np.isnan(fov.outside_value) and not fov.everything
+    np.testing.assert_array_equal(fov.inside(np.arange(40), np.arange(40)), ~outside)
+    assert find_field_of_view(np.full((2, 6, 6), np.nan)).everything  # nothing finite
 
 
 def test_a_constant_slice_has_no_field_of_view():

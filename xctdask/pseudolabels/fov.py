@@ -66,7 +66,9 @@ def find_field_of_view(vol: Any, *, z: int | None = None) -> FieldOfView:
     value; the circle is the smallest one about the centre of the voxels that differ
     from it that holds all of them. Only the chunks holding that slice are read.
 
-    If the corners differ, the data have no constant exterior (a cropped
+    NaN corners mean a NaN exterior: the circle is the one holding the finite voxels
+    (``outside_value`` NaN; NaN voxels are left out of every pass anyway). If the
+    corners differ, the data have no constant exterior (a cropped
     reconstruction, a micro-CT stack, a set of 2-D images): the field of view is the
     whole slice, so nothing is masked, and a ``UserWarning`` says so. A constant slice
     has no field of view to find either (the histogram pass then reports a constant
@@ -90,6 +92,8 @@ def find_field_of_view(vol: Any, *, z: int | None = None) -> FieldOfView:
     ny, nx = plane.shape
     corners = plane[[0, 0, -1, -1], [0, -1, 0, -1]]
     whole = FieldOfView((ny - 1) / 2, (nx - 1) / 2, float("inf"), None)
+    if np.isnan(corners).all():  # a NaN exterior: the circle holds the finite voxels
+        return _circle(np.isfinite(plane), whole, float("nan"))
     if not (np.all(corners == corners[0]) and np.isfinite(corners[0])):
         warnings.warn(
             "mask='cylinder': the corners of slice "
@@ -99,13 +103,18 @@ def find_field_of_view(vol: Any, *, z: int | None = None) -> FieldOfView:
             stacklevel=2,
         )
         return whole
-    outside = corners[0]
-    ys, xs = np.nonzero(plane != outside)
+    return _circle(plane != corners[0], whole, float(corners[0]))
+
+
+def _circle(sample: np.ndarray, whole: FieldOfView, outside: float) -> FieldOfView:
+    """The smallest circle about the centre of the ``sample`` voxels that holds them
+    all (``whole`` when there are none: a constant slice, nothing to find)."""
+    ys, xs = np.nonzero(sample)
     if ys.size == 0:
-        return whole  # a constant slice: nothing to find here
+        return whole
     cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
     radius = float(np.sqrt(((ys - cy) ** 2 + (xs - cx) ** 2).max()))
-    return FieldOfView(float(cy), float(cx), radius, float(outside))
+    return FieldOfView(float(cy), float(cx), radius, outside)
 
 
 def _mask_block(fov: FieldOfView, block_info=None) -> np.ndarray:
