@@ -87,6 +87,8 @@ def test_time_series_and_save_load(unsupervised, phantom, tmp_path):
     back = xd.Segmenter.load(path)
     assert back.normalization_ == unsupervised.normalization_
     assert back.mode_ == "unsupervised" and back.history == unsupervised.history
+    # what fit chose is reported after loading too
+    assert (back.pseudo_sigma_, back.steps_self_correct_) == (0.0, 40)
     np.testing.assert_array_equal(back.transform(phantom.lq[:8]).values, labels[1].values)
     with pytest.raises(FileExistsError):
         unsupervised.save(path)

@@ -786,6 +786,12 @@ class Segmenter:
                 list(self.clean_normalization_) if hasattr(self, "clean_normalization_") else None
             ),
             "class_names": self.class_names,
+            # what fit chose ("auto" settings), so a loaded Segmenter reports it too
+            "fitted": {
+                name: getattr(self, name)
+                for name in _CHOSEN_IN_FIT
+                if getattr(self, name, None) is not None
+            },
         }
         from xctdask.models.store import atomic_save
 
@@ -815,7 +821,12 @@ class Segmenter:
         net.normalization, net.class_names = seg.normalization_, state["class_names"]
         net.source_location = location(path)  # the write guard refuses to write over it
         seg.network_, seg.mode_ = net.eval(), state["mode"]
+        for name, value in state.get("fitted", {}).items():  # absent in older files
+            setattr(seg, name, tuple(value) if isinstance(value, list) else value)
         return seg
+
+
+_CHOSEN_IN_FIT = ("pseudo_sigma_", "steps_self_correct_")
 
 
 def _histogram_stats(hist: Any) -> tuple[float, float]:
