@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,22 @@ def test_predict_command(tmp_path, client, capsys):
     assert "no model file" in capsys.readouterr().err
 
 
+def _not_json(constant: str):
+    raise AssertionError(f"{constant} is not JSON: strict parsers refuse it")
+
+
+def test_printed_reports_are_strict_json():
+    from xctdask.cli import _strict_json
+
+    report = {"best_validation_miou": -math.inf, "scores": [0.5, math.nan], "n": 3}
+    text = json.dumps(_strict_json(report), allow_nan=False)
+    assert json.loads(text, parse_constant=_not_json) == {
+        "best_validation_miou": None,
+        "scores": [0.5, None],
+        "n": 3,
+    }
+
+
 FAST_TRAIN = ["--classes", "3", "--steps", "20", "--steps-self-correct", "5", "--patch", "32"]
 FAST_TRAIN += ["--depth", "2", "--f0", "4", "--context", "3", "--tile", "64"]
 
@@ -243,7 +260,7 @@ def test_train_then_segment_with_the_saved_segmenter(tmp_path, client, capsys):
     argv = ["train", str(tmp_path / "hq.zarr"), str(model), "--labels", str(tmp_path / "ann.zarr")]
     argv += ["--like", str(tmp_path / "lq.zarr")]  # the LQ scan's extra noise in training
     assert main([*argv, *FAST_TRAIN, *address]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out, parse_constant=_not_json)
     assert report["mode"] == "supervised" and model.is_file()
     assert report["degrade_sigma"] > 0
     out = tmp_path / "labels.zarr"

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 __all__ = ["main"]
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with NaN and ±inf floats as None, so what the commands print is JSON
+    that every parser reads (``-Infinity`` is Python's extension, not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def _print_json(report: Any) -> None:
+    print(json.dumps(_strict_json(report), indent=2, allow_nan=False))
 
 
 @contextmanager
@@ -115,7 +132,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 )
                 info["min"], info["max"] = float(lo), float(hi)
                 info["all_finite"] = bool(finite)
-    print(json.dumps(info, indent=2))
+    _print_json(info)
     if report is not None and not report.ok:
         raise OSError(report.summary())
     return 0
@@ -245,7 +262,7 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
         nonfinite_voxels=labeler.n_nonfinite_,
         voxels_outside_mask=labeler.n_excluded_,
     )
-    print(json.dumps(summary, indent=2))
+    _print_json(summary)
     return 0
 
 
@@ -285,7 +302,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         "chunks_written": written.chunks_written,
         "chunks_skipped": written.chunks_skipped,
     }
-    print(json.dumps(report, indent=2))
+    _print_json(report)
     return 0
 
 
@@ -361,7 +378,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "degrade_sigma": seg.degrade_sigma_,
         "best_validation_miou": stage.get("best_miou"),
     }
-    print(json.dumps(report, indent=2))
+    _print_json(report)
     return 0
 
 
@@ -409,7 +426,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         "chunks_written": result.chunks_written,
         "chunks_skipped": result.chunks_skipped,
     }
-    print(json.dumps(report, indent=2))
+    _print_json(report)
     return 0
 
 
@@ -428,7 +445,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             steps_self_correct=args.steps_self_correct,
             overwrite=args.overwrite,
         )
-    print(json.dumps(report, indent=2))
+    _print_json(report)
     return 0
 
 
