@@ -1,5 +1,4 @@
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -227,18 +226,6 @@ def test_predict_command(tmp_path, client, capsys):
 
 def _not_json(constant: str):
     raise AssertionError(f"{constant} is not JSON: strict parsers refuse it")
-
-
-def test_printed_reports_are_strict_json():
-    from xctdask.cli import _strict_json
-
-    report = {"best_validation_miou": -math.inf, "scores": [0.5, math.nan], "n": 3}
-    text = json.dumps(_strict_json(report), allow_nan=False)
-    assert json.loads(text, parse_constant=_not_json) == {
-        "best_validation_miou": None,
-        "scores": [0.5, None],
-        "n": 3,
-    }
 
 
 FAST_TRAIN = ["--classes", "3", "--steps", "20", "--steps-self-correct", "5", "--patch", "32"]

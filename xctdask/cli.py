@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
@@ -13,20 +12,11 @@ from typing import Any
 __all__ = ["main"]
 
 
-def _strict_json(value: Any) -> Any:
-    """``value`` with NaN and ±inf floats as None, so what the commands print is JSON
-    that every parser reads (``-Infinity`` is Python's extension, not JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    return value
-
-
 def _print_json(report: Any) -> None:
-    print(json.dumps(_strict_json(report), indent=2, allow_nan=False))
+    """Print a command's report as strict JSON (NaN and ±inf as null)."""
+    from xctdask._jsonable import dumps
+
+    print(dumps(report))
 
 
 @contextmanager

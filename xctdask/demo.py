@@ -11,7 +11,6 @@ overlaid, the training curves, and the mIoU of the pseudo and final labels.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import dask.array
 import numpy as np
 
 from xctdask import metrics, phantoms, viz
+from xctdask._jsonable import dumps
 from xctdask._progress import compute
 from xctdask.io import open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler
@@ -222,7 +222,7 @@ def run_demo(
         },
         "figures": [str(out / "montage.png"), str(out / "training_curves.png")],
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.json").write_text(dumps(report))
     (out / "report.md").write_text(_markdown(report, out))
     return report
 

@@ -8,7 +8,6 @@ JSON), the figures (PNG) and a one-screen summary.
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from xctdask._jsonable import dumps, plain
 
 __all__ = [
     "SIZES",
@@ -276,20 +277,6 @@ def steps_bar(items: Iterable, *, description: str, progress: bool) -> Iterator:
     yield from tqdm(list(items), desc=description, disable=not progress, file=sys.stderr)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 @dataclass
 class StudyResult:
     """What a study returns: its numbers, its figures and a one-screen summary."""
@@ -311,9 +298,9 @@ class StudyResult:
             fig.savefig(path, dpi=90)
             plt.close(fig)
             paths.append(path.name)
-        body = {"study": self.study, **_plain(self.numbers), "figures": paths}
+        body = {"study": self.study, **plain(self.numbers), "figures": paths}
         target = folder / f"{self.study}.json"
-        target.write_text(json.dumps(body, indent=2) + "\n")
+        target.write_text(dumps(body) + "\n")
         (folder / f"{self.study}.txt").write_text(self.summary + "\n")
         return target
 
