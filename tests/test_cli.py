@@ -296,6 +296,14 @@ def test_segment_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, clien
     assert not (tmp_path / "o4.zarr").exists()
 
 
+def test_workers_must_be_a_positive_count(tmp_path, capsys):
+    scan, out = str(tmp_path / "scan.zarr"), str(tmp_path / "labels.zarr")
+    with pytest.raises(SystemExit):  # it used to end in a ZeroDivisionError traceback
+        main(["segment", scan, out, "--workers", "0"])
+    assert "--workers: expected a positive integer, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "labels.zarr").exists()
+
+
 def test_steps_self_correct_takes_auto_or_a_count_and_refuses_the_rest(tmp_path, capsys):
     scan, out = str(tmp_path / "scan.zarr"), str(tmp_path / "labels.zarr")
     with pytest.raises(SystemExit):

@@ -542,7 +542,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--workers",
-            type=int,
+            type=_positive,
             default=None,
             help="worker processes of the local cluster (default: cores / 2)",
         )
