@@ -21,6 +21,12 @@ def test_local_starts_a_cpu_cluster_without_gpus():
         c.close()
 
 
+@pytest.mark.parametrize("options", [{"n_workers": 0}, {"threads_per_worker": -1}])
+def test_no_workers_or_threads_is_a_clear_error(options):
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        cluster.local(**options)  # was a ZeroDivisionError
+
+
 def test_gpu_true_without_gpu_is_a_clear_error():
     if cluster.gpu_count():
         pytest.skip("this machine has GPUs")

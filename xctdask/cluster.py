@@ -67,6 +67,9 @@ def local(
     """
     from distributed import Client, LocalCluster
 
+    for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
     client = active_client()
     if client is not None:
         return client
