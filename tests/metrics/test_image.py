@@ -17,6 +17,25 @@ def test_psnr_equals_skimage():
     assert float(lazy.compute()) == pytest.approx(expected, rel=1e-12)
 
 
+def test_psnr_scores_where_the_reference_is_finite():
+    rng = np.random.default_rng(3)
+    ref = rng.random((6, 20, 20))
+    test = ref + rng.normal(0, 0.05, ref.shape)
+    outside = np.zeros(ref.shape, bool)
+    outside[:, :4] = True  # a NaN exterior, in the reference and in the output
+    ref_nan, test_nan = np.where(outside, np.nan, ref), np.where(outside, np.nan, test)
+    inside = ~outside
+    expected = peak_signal_noise_ratio(
+        ref[inside], test[inside], data_range=ref[inside].max() - ref[inside].min()
+    )
+    assert float(metrics.psnr(test_nan, ref_nan)) == pytest.approx(expected)
+    lazy = metrics.psnr(da.from_array(test_nan, chunks=3), da.from_array(ref_nan, chunks=3))
+    assert float(lazy.compute()) == pytest.approx(expected)
+    hole = test.copy()
+    hole[0, 10, 10] = np.nan  # undefined where the reference is finite: NaN, not a score
+    assert np.isnan(float(metrics.psnr(hole, ref)))
+
+
 @pytest.mark.parametrize("chunks", [(14, 16, 15), (5, 8, 7), (3, 4, 15), (7, 16, 5)])
 def test_ssim_equals_skimage_for_any_chunking(chunks):
     expected = structural_similarity(TEST, REF, data_range=1.0)

@@ -40,18 +40,32 @@ def psnr(test: Any, reference: Any, *, data_range: float | None = None) -> Any:
     ``R`` is ``data_range``, by default the reference's max − min (note: not the dtype
     range scikit-image uses for integers). Lazy on Dask input.
 
+    Only voxels where the reference is finite count: a reference with NaN outside its
+    field of view is scored inside it (xctdask's denoised output is NaN where its
+    input was). A non-finite ``test`` voxel where the reference is finite makes the
+    result NaN: PSNR is undefined there.
+
     Examples
     --------
     >>> import numpy as np
     >>> ref = np.linspace(0, 1, 100)
     >>> round(float(psnr(ref + 0.01, ref)), 2)
     40.0
+    >>> ref[:10] = np.nan  # not scored, whatever the test holds there
+    >>> round(float(psnr(ref + 0.01, ref)), 2)
+    39.08
     """
     check_same_shape(test, reference, ("test", "reference"))
     test, reference = unwrap(test), unwrap(reference)
-    r = _data_range(reference, data_range)
-    diff = test.astype(np.float64) - reference.astype(np.float64)
-    mse = (diff * diff).mean()
+    reference = reference.astype(np.float64)
+    scored = np.isfinite(reference)
+    if data_range is None:
+        top = np.where(scored, reference, -np.inf).max()
+        r = top - np.where(scored, reference, np.inf).min()
+    else:
+        r = _data_range(reference, data_range)
+    diff = np.where(scored, test.astype(np.float64) - reference, 0.0)
+    mse = (diff * diff).sum() / scored.sum()
     return 10 * np.log10(r * r / mse)
 
 
