@@ -53,7 +53,7 @@ def test_nan_outside_the_field_of_view_trains_and_stays_unlabelled(phantom):
     mapping = xd.metrics.match_labels(np.where(outside, 0, labels), truth, 3, 3)
     mapped = np.asarray(xd.metrics.apply_mapping(labels, mapping))
     iou = xd.metrics.iou(mapped[:, ~outside], phantom.labels.values[:, ~outside], n_classes=3)
-    assert float(np.mean(iou)) >= 0.6  # 0.75 here; one class everywhere scored 0.33
+    assert float(np.mean(iou)) >= 0.6  # 0.75 here; one class everywhere scores 0.29
 
 
 def test_sparse_labels_train_a_supervised_network(phantom):
