@@ -45,6 +45,30 @@ def test_ssim_equals_skimage_for_any_chunking(chunks):
     assert float(value.compute()) == pytest.approx(expected, abs=1e-12)
 
 
+def test_ssim_leaves_out_windows_that_hold_nan():
+    from scipy.ndimage import uniform_filter
+
+    rng = np.random.default_rng(5)
+    ref = rng.random((12, 20, 20))
+    test = ref + 0.1 * rng.standard_normal(ref.shape)
+    outside = np.zeros(ref.shape, bool)
+    outside[:, :, :5] = True  # a NaN exterior in both, as a denoised output has
+    ref_nan, test_nan = np.where(outside, np.nan, ref), np.where(outside, np.nan, test)
+    r = ref[~outside].max() - ref[~outside].min()
+    _, full = structural_similarity(
+        np.where(outside, 0, test), np.where(outside, 0, ref), data_range=r, win_size=7, full=True
+    )
+    clean_window = uniform_filter(outside.astype(float), 7) < 0.5 / 7**3  # no NaN in it
+    crop = (slice(3, -3),) * 3
+    expected = full[crop][clean_window[crop]].mean()
+    assert float(metrics.ssim(test_nan, ref_nan)) == pytest.approx(expected, rel=1e-9)
+    lazy = metrics.ssim(da.from_array(test_nan, chunks=6), da.from_array(ref_nan, chunks=6))
+    assert float(lazy.compute()) == pytest.approx(expected, rel=1e-9)
+    hole = test.copy()
+    hole[6, 10, 10] = np.nan  # undefined where the reference is finite: NaN, not a score
+    assert np.isnan(float(metrics.ssim(hole, ref)))
+
+
 def test_ssim_default_range_and_numpy():
     expected = structural_similarity(TEST, REF, data_range=REF.max() - REF.min())
     assert float(metrics.ssim(TEST, REF)) == pytest.approx(expected, abs=1e-12)

@@ -59,11 +59,7 @@ def psnr(test: Any, reference: Any, *, data_range: float | None = None) -> Any:
     test, reference = unwrap(test), unwrap(reference)
     reference = reference.astype(np.float64)
     scored = np.isfinite(reference)
-    if data_range is None:
-        top = np.where(scored, reference, -np.inf).max()
-        r = top - np.where(scored, reference, np.inf).min()
-    else:
-        r = _data_range(reference, data_range)
+    r = _finite_range(reference) if data_range is None else _data_range(reference, data_range)
     diff = np.where(scored, test.astype(np.float64) - reference, 0.0)
     mse = (diff * diff).sum() / scored.sum()
     return 10 * np.log10(r * r / mse)
@@ -78,12 +74,19 @@ def _uniform_filter(xp: Any):
 
 
 def _ssim_map(x: Any, y: Any, win_size: int, c1: float, c2: float) -> Any:
-    """The SSIM map of two NumPy or CuPy blocks, computed where they are."""
+    """The SSIM map of two NumPy or CuPy blocks, computed where they are; NaN where
+    the window holds a non-finite voxel of either (the filters' running sums would
+    carry a NaN along the whole line, so those voxels are zeroed first)."""
     xp = array_module(x, y)
     uniform_filter = _uniform_filter(xp)
     x = x.astype(xp.float64)
     y = y.astype(xp.float64)
     n = win_size**x.ndim
+    bad = ~(xp.isfinite(x) & xp.isfinite(y))
+    touched = None
+    if bool(bad.any()):
+        x, y = xp.where(bad, 0.0, x), xp.where(bad, 0.0, y)
+        touched = uniform_filter(bad.astype(xp.float64), win_size) > 0.5 / n
     cov_norm = n / (n - 1)
     ux, uy = uniform_filter(x, win_size), uniform_filter(y, win_size)
     uxx, uyy = uniform_filter(x * x, win_size), uniform_filter(y * y, win_size)
@@ -92,7 +95,8 @@ def _ssim_map(x: Any, y: Any, win_size: int, c1: float, c2: float) -> Any:
     vxy = cov_norm * (uxy - ux * uy)
     a1, a2 = 2 * ux * uy + c1, 2 * vxy + c2
     b1, b2 = ux * ux + uy * uy + c1, vx + vy + c2
-    return (a1 * a2) / (b1 * b2)
+    smap = (a1 * a2) / (b1 * b2)
+    return smap if touched is None else xp.where(touched, xp.nan, smap)
 
 
 def ssim(test: Any, reference: Any, *, data_range: float | None = None, win_size: int = 7) -> Any:
@@ -102,6 +106,11 @@ def ssim(test: Any, reference: Any, *, data_range: float | None = None, win_size
     data_range=R, win_size=win_size)`` computed in float64. On Dask input each chunk
     reads a halo of ``win_size // 2`` voxels from its neighbours (``map_overlap``) and
     the result stays lazy.
+
+    Windows that hold a non-finite voxel are left out of the mean (a NaN exterior, as
+    xctdask's denoised output has, is not scored), and the default data range is the
+    reference's finite one. A non-finite ``test`` voxel where the reference is finite
+    makes the result NaN: SSIM is undefined there.
 
     Examples
     --------
@@ -117,12 +126,12 @@ def ssim(test: Any, reference: Any, *, data_range: float | None = None, win_size
     if min(unwrap(test).shape) < win_size:
         raise ValueError(f"every axis must be ≥ win_size={win_size}; shape {unwrap(test).shape}")
     test, reference = unwrap(test), unwrap(reference)
-    r = _data_range(reference, data_range)
+    r = _finite_range(reference) if data_range is None else _data_range(reference, data_range)
     c1, c2 = (0.01 * r) ** 2, (0.03 * r) ** 2
     pad = win_size // 2
     crop = (slice(pad, -pad),) * 3
     if not (is_dask(test) or is_dask(reference)):
-        return _ssim_map(test, reference, win_size, c1, c2)[crop].mean()
+        return _finite_mean(_ssim_map(test, reference, win_size, c1, c2)[crop], test, reference)
     chunks = (test if is_dask(test) else reference).chunks
     test = da.asarray(test).rechunk(chunks)
     reference = da.asarray(reference).rechunk(chunks)
@@ -142,7 +151,25 @@ def ssim(test: Any, reference: Any, *, data_range: float | None = None, win_size
     c1, c2 = da.asarray(c1), da.asarray(c2)
     smap = da.map_blocks(block, x, y, c1, c2, dtype=np.float64, meta=meta_like(x, np.float64))
     smap = da.overlap.trim_internal(smap, depth, boundary="none")
-    return smap[crop].mean()
+    return _finite_mean(smap[crop], test, reference)
+
+
+def _finite_range(reference: Any) -> Any:
+    """Max − min of the reference's finite voxels (lazy on Dask input)."""
+    scored = np.isfinite(reference)
+    top = np.where(scored, reference, -np.inf).max().astype(np.float64)
+    return top - np.where(scored, reference, np.inf).min().astype(np.float64)
+
+
+def _finite_mean(values: Any, test: Any, reference: Any) -> Any:
+    """Mean of the finite ``values`` (windows that held no non-finite voxel); NaN
+    when ``test`` is non-finite where the reference is finite."""
+    finite = np.isfinite(values)
+    mean = np.where(finite, values, 0.0).sum() / finite.sum()
+    undefined = (~np.isfinite(test) & np.isfinite(reference)).any()
+    if not is_dask(values):  # a NumPy (or CuPy) scalar, as ``.mean()`` gave
+        return values.dtype.type(np.nan) if bool(undefined) else mean
+    return da.where(undefined, np.nan, mean)
 
 
 def noise_level(volume: Any, *, slices: int = 8, normalize: Any = None) -> float:
