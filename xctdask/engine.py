@@ -591,11 +591,8 @@ def evaluate(
         result["iou"] = [float(v) for v in iou]
         result["miou"] = float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
     if denoised:
-        reference = np.concatenate(clean).ravel()
-        finite = np.isfinite(reference)  # a clean scan's NaN voxels are not scored
-        result["psnr"] = float(
-            metrics.psnr(np.concatenate(denoised).ravel()[finite], reference[finite])
-        )
+        # psnr scores where the clean scan is finite: its NaN voxels are not scored
+        result["psnr"] = float(metrics.psnr(np.concatenate(denoised), np.concatenate(clean)))
     return result
 
 

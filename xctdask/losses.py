@@ -369,12 +369,11 @@ class Jaccard2Loss(_SoftOverlap):
 
 def _finite_mse(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the voxels where ``clean`` is finite (a clean scan with
-    NaN outside its field of view); plain MSE when every voxel is."""
+    NaN outside its field of view): plain MSE when every voxel is. No host sync, so
+    it costs a GPU step nothing extra."""
     denoised, clean = denoised.float(), clean.float()
     finite = torch.isfinite(clean)
-    if bool(finite.all()):
-        return F.mse_loss(denoised, clean)
-    diff = torch.where(finite, denoised - clean.nan_to_num(), torch.zeros_like(denoised))
+    diff = torch.where(finite, denoised - clean.nan_to_num(), 0.0)
     return (diff * diff).sum() / finite.sum().clamp(min=1)
 
 

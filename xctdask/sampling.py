@@ -534,8 +534,8 @@ class PatchSampler:
             c = np.asarray(arrays["clean"], np.float32)
             if self.normalize is not None:
                 c = (c - self.normalize[0]) / self.normalize[1]
-            # non-finite clean voxels stay NaN: the denoising losses and PSNR skip them
-            c = np.where(np.isfinite(c), c, np.float32(np.nan))
+            # non-finite clean voxels stay as they are: the denoising losses and PSNR
+            # skip them
             out["clean"] = torch.from_numpy(c[:, None] if three_d else c)
         if "origin" in arrays:
             out["origin"] = torch.from_numpy(np.asarray(arrays["origin"], np.int64))
