@@ -120,6 +120,26 @@ def test_unreachable_scheduler_through_the_cli(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--classes", "1"], "--classes must be in 2..255"),
+        (["--classes", "300"], "--classes must be in 2..255"),
+        (["--bins", "8"], "--bins must be an integer ≥ 16, got 8"),
+    ],
+)
+def test_pseudo_labels_settings_are_refused_in_flag_words_before_a_cluster(
+    tmp_path, capsys, flags, said
+):
+    save_volume(np.arange(64, dtype=np.uint16).reshape(1, 8, 8), tmp_path / "v.zarr")
+    argv = ["pseudo-labels", str(tmp_path / "v.zarr"), str(tmp_path / "p.zarr"), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "n_classes" not in err
+    assert "Dask dashboard" not in err  # refused before the cluster started
+    assert not (tmp_path / "p.zarr").exists()
+
+
 def test_pseudo_labels_command(tmp_path, client, capsys):
     from xctdask import phantoms
     from xctdask.pseudolabels import PseudoLabeler, pseudo_labels

@@ -82,6 +82,8 @@ _CLI_WORDS = {
     "overwrite=True": "--overwrite",
     "pass mask= to": "use --mask with",
     "n_classes=": "--classes ",
+    "n_classes must": "--classes must",
+    "bins must": "--bins must",
     "sigma must be a positive number or three": "--sigma must be a positive number or three",
 }
 
@@ -237,7 +239,7 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
         features=tuple(args.features),
         sigma=args.sigma[0] if len(args.sigma) == 1 else tuple(args.sigma),
         progress=True,
-    )
+    ).validate()  # every setting, before the cluster starts
     with _cluster(args.scheduler, args.workers):
         labeler.fit(vol)
         result = save_volume(

@@ -176,7 +176,37 @@ class PseudoLabeler:
         self.progress = progress
 
     # ------------------------------------------------------------------ checks
+    def validate(self) -> PseudoLabeler:
+        """Check every setting now, before any data is read (``fit`` does it first too).
+
+        Returns
+        -------
+        PseudoLabeler
+            ``self``, so that the call chains.
+
+        Raises
+        ------
+        ValueError, TypeError
+            Naming the setting and what it accepts.
+
+        Examples
+        --------
+        >>> PseudoLabeler(3, "otsu").validate().method
+        'otsu'
+        >>> PseudoLabeler(3, bins=8).validate()
+        Traceback (most recent call last):
+        ...
+        ValueError: bins must be an integer ≥ 16, got 8
+        """
+        self._check_params()
+        return self
+
     def _check_params(self) -> tuple[int | str, tuple[str, ...]]:
+        bins = self.bins
+        if bins is not None and (
+            isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 16
+        ):
+            raise ValueError(f"bins must be an integer ≥ 16, got {bins!r}")
         n = _check_n_classes(self.n_classes)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
