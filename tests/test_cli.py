@@ -140,6 +140,33 @@ def test_pseudo_labels_settings_are_refused_in_flag_words_before_a_cluster(
     assert not (tmp_path / "p.zarr").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["segment", "--steps", "0"], "--steps must be an integer ≥ 1, got 0"),
+        (["segment", "--batch-size", "0"], "--batch-size must be an integer ≥ 1"),
+        (["segment", "--overlap", "1"], "--overlap must be in [0.0, 1.0)"),
+        (["segment", "--model", "nope"], "(with --clean, the stacked network is used)"),
+        (["predict", "--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["predict", "--tile", "0"], "--tile must be a positive int"),
+    ],
+)
+def test_bad_settings_are_named_by_their_flags(tmp_path, capsys, argv, said):
+    from xctdask import models
+
+    save_volume(np.arange(256, dtype=np.uint16).reshape(4, 8, 8), tmp_path / "v.zarr")
+    command, *flags = argv
+    paths = [str(tmp_path / "v.zarr"), str(tmp_path / "out.zarr")]
+    if command == "predict":
+        net = models.build("unet2d", 1, 2, depth=1, f0=2)
+        models.save(net, tmp_path / "net.pt")
+        paths.insert(1, str(tmp_path / "net.pt"))
+    assert main([command, *paths, *flags]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "_size" not in err
+    assert not (tmp_path / "out.zarr").exists()
+
+
 def test_pseudo_labels_command(tmp_path, client, capsys):
     from xctdask import phantoms
     from xctdask.pseudolabels import PseudoLabeler, pseudo_labels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
@@ -83,15 +84,37 @@ _CLI_WORDS = {
     "pass mask= to": "use --mask with",
     "n_classes=": "--classes ",
     "n_classes must": "--classes must",
+    "(with clean=,": "(with --clean,",
     "bins must": "--bins must",
     "sigma must be a positive number or three": "--sigma must be a positive number or three",
 }
 
 
-def _cli_words(message: str) -> str:
+def _cli_words(message: str, flags: dict[str, str] | None = None) -> str:
+    """``message`` with API words replaced by what a CLI user types: the fixed
+    :data:`_CLI_WORDS`, and ``"<setting> must"`` as ``"--<flag> must"`` for every
+    option of the command (``flags`` maps an option's setting name to its flag).
+
+    Examples
+    --------
+    >>> _cli_words("batch_size must be a positive integer", {"batch_size": "--batch-size"})
+    '--batch-size must be a positive integer'
+    """
     for api, flag in _CLI_WORDS.items():
         message = message.replace(api, flag)
+    for name, flag in (flags or {}).items():
+        message = re.sub(rf"(?<![\w-]){re.escape(name)} must\b", f"{flag} must", message)
     return message
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Setting name → long flag, for every option of one command's parser."""
+    found = {}
+    for action in parser._actions:  # argparse keeps no public list of its options
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long and action.dest != "help":
+            found[action.dest] = long[0]
+    return found
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -789,6 +812,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     cluster_options(p)
     p.set_defaults(func=_cmd_demo)
+    for command in sub.choices.values():
+        command.set_defaults(flags=_flags(command))
     return parser
 
 
@@ -807,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FloatingPointError,  # a training loss that turned NaN: said in one line
     ) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        line = " ".join(_cli_words(str(message)).split())  # one line, in CLI words
+        line = " ".join(_cli_words(str(message), args.flags).split())  # one line, in CLI words
         print(f"xctdask {args.command}: error: {line}", file=sys.stderr)
         return 2
 
