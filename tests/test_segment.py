@@ -108,6 +108,10 @@ def test_a_stored_time_series_is_read_step_by_step_from_the_store(unsupervised, 
     storage_chunks = 3 * 2 * 2 * 2
     assert len(graph) / storage_chunks <= 3  # no read tasks: blocks read the store
     np.testing.assert_array_equal(labels[1].values, unsupervised.transform(phantom.lq[:8]).values)
+    xd.save_volume(labels, tmp_path / "labels.zarr", progress=False)  # the series' labels
+    saved = xd.open_volume(tmp_path / "labels.zarr")
+    assert saved.dims == ("t", "z", "y", "x") and saved.attrs["storage_chunks"] == [1, 4, 48, 48]
+    np.testing.assert_array_equal(saved.values, labels.values)
 
 
 def test_normalization_comes_from_the_histogram(unsupervised, phantom):

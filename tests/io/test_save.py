@@ -124,3 +124,50 @@ def test_ome_zarr_output_opens_in_the_ome_zarr_reader(tmp_path):
     node = next(iter(Reader(parse_url(str(tmp_path / "o.zarr")))()))
     assert [tuple(a.shape) for a in node.data] == [(8, 12, 10), (4, 6, 5)]
     assert node.metadata["axes"][0]["unit"] == "micrometer"
+
+
+def _fail(block):
+    raise Boom("simulated crash in a time step")
+
+
+def _series(fail_step=None):
+    """A (t, z, y, x) series of three steps (one can fail), as ``Segmenter.transform``
+    returns one: a DataArray with a leading ``t`` dim."""
+    steps = [da.from_array(SOURCE + t, chunks=CHUNKS) for t in range(3)]
+    if fail_step is not None:
+        steps[fail_step] = steps[fail_step].map_blocks(_fail, dtype=SOURCE.dtype)
+    return open_volume(da.stack(steps), dims=("t", "z", "y", "x"), voxel_size=0.7, unit="um")
+
+
+def test_a_series_round_trips_with_its_dims_and_one_step_per_chunk(tmp_path):
+    series = _series()
+    result = save_volume(series, tmp_path / "s.zarr", chunks=CHUNKS, progress=False)
+    assert (result.chunks_written, result.levels) == (3 * 16, 1)
+    back = open_volume(tmp_path / "s.zarr")  # no dims named: the store says them
+    assert back.dims == ("t", "z", "y", "x") and back.attrs["storage_chunks"] == [1, *CHUNKS]
+    assert back.attrs["voxel_size"] == (0.7, 0.7, 0.7) and back.attrs["unit"] == "um"
+    np.testing.assert_array_equal(back.values, series.values)
+    assert zarr.open_array(str(tmp_path / "s.zarr")).metadata.dimension_names == tuple("tzyx")
+    # a step of the reopened series is written with that step's chunks by default
+    save_volume(back[1], tmp_path / "step.zarr", progress=False)
+    assert open_volume(tmp_path / "step.zarr").attrs["storage_chunks"] == list(CHUNKS)
+    np.testing.assert_array_equal(open_volume(tmp_path / "step.zarr").values, SOURCE + 1)
+
+
+def test_an_interrupted_series_write_resumes(tmp_path):
+    out = tmp_path / "s.zarr"
+    with dask.config.set(scheduler="synchronous"), pytest.raises(Boom):
+        save_volume(_series(fail_step=2), out, chunks=CHUNKS, progress=False)
+    present = zarr.open_array(str(out)).nchunks_initialized
+    assert 0 < present < 48
+    result = save_volume(_series(), out, chunks=CHUNKS, progress=False)
+    assert (result.chunks_skipped, result.chunks_written) == (present, 48 - present)
+    np.testing.assert_array_equal(open_volume(out).values[2], SOURCE + 2)
+
+
+def test_a_series_refuses_a_pyramid_and_bad_chunks_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="multiscale needs a 3-D volume"):
+        save_volume(_series(), tmp_path / "a.zarr", multiscale=True, progress=False)
+    with pytest.raises(ValueError, match=r"three positive integers \(z, y, x\) or four"):
+        save_volume(_series(), tmp_path / "b.zarr", chunks=(1, 1, 2, 6, 5), progress=False)
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()

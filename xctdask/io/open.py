@@ -401,7 +401,13 @@ def _open_path(path, chunks, dataset, level, voxel_size, unit, dims) -> xr.DataA
 
 
 def _from_zarr(array, attrs, complete, where, chunks, voxel_size, unit, dims) -> xr.DataArray:
-    """A Zarr array as a volume: one read task per chunk through :class:`ZarrReader`."""
+    """A Zarr array as a volume: one read task per chunk through :class:`ZarrReader`.
+
+    A 4-D store that :func:`xctdask.save_volume` wrote names its dims (``attrs["dims"]``):
+    it opens as that series unless the caller named other dims."""
+    stored_dims = attrs.get("dims")
+    if dims == DIMS and len(array.shape) == 4 and stored_dims and len(stored_dims) == 4:
+        dims = tuple(str(d) for d in stored_dims)
     validate_volume(array, name=str(where), ndim=len(dims))
     reader = ZarrReader(array, str(where), verify=complete)
     if chunks is None:

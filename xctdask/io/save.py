@@ -34,6 +34,8 @@ from xctdask.io.guard import check_output
 from xctdask.io.locations import is_url
 from xctdask.io.omezarr import downsample, multiscales_metadata
 
+_SERIES_DIMS = ("t", "z", "y", "x")  # a 4-D array's dims when it does not name them
+
 __all__ = ["SaveResult", "save_volume"]
 
 _MARK = "xctdask"
@@ -314,7 +316,7 @@ def _open_or_create(
     if shards is not None:
         kwargs["shards"] = shards
     if zarr_format == 3:
-        kwargs["dimension_names"] = ("z", "y", "x")
+        kwargs["dimension_names"] = tuple(attrs.get("dims", ("z", "y", "x")))
     if parent is None:
         return zarr.create_array(
             store=str(target.path), zarr_format=zarr_format, **kwargs, **target.zarr_kwargs
@@ -322,17 +324,21 @@ def _open_or_create(
     return parent.create_array(name, **kwargs)
 
 
-def _check_chunks(chunks: Any, name: str = "chunks") -> tuple[int, int, int] | None:
+def _check_chunks(chunks: Any, name: str = "chunks", ndim: int = 3) -> tuple[int, ...] | None:
+    """Three positive integers (z, y, x); for a 4-D series also four (t, z, y, x), and
+    three mean one time step per chunk."""
     if chunks is None:
         return None
+    lengths = (3, 4) if ndim == 4 else (3,)
     try:
         values = tuple(int(c) for c in chunks)
-        ok = len(values) == 3 and all(v == c for v, c in zip(values, chunks, strict=True))
+        ok = len(values) in lengths and all(v == c for v, c in zip(values, chunks, strict=True))
     except (TypeError, ValueError):
         ok = False
     if not ok or min(values) < 1:
-        raise ValueError(f"{name} must be three positive integers (z, y, x), got {chunks!r}")
-    return values
+        also = " or four (t, z, y, x)" if ndim == 4 else ""
+        raise ValueError(f"{name} must be three positive integers (z, y, x){also}, got {chunks!r}")
+    return (1, *values) if len(values) < ndim else values
 
 
 def save_volume(
@@ -362,13 +368,16 @@ def save_volume(
     ----------
     data : array or DataArray
         A 3-D volume: NumPy, CuPy, Dask or an ``xarray.DataArray`` (its ``voxel_size``,
-        ``unit`` and ``class_names`` attributes are stored).
+        ``unit`` and ``class_names`` attributes are stored). Or a 4-D ``(t, z, y, x)``
+        series (``Segmenter.transform`` of one): its dims are stored, and
+        :func:`xctdask.open_volume` gives the series back without being told them.
     path : str or Path
         Output store: a folder, or an fsspec URL (``s3://bucket/out.zarr``, ...). It
         must not exist unless ``overwrite=True`` or it holds an interrupted write of
         this same volume. It may not be, contain or lie inside any input of ``data``.
     chunks : tuple of int, optional
-        Storage chunks; default: the storage chunks ``data`` was opened with
+        Storage chunks (z, y, x); for a series also (t, z, y, x), and three values mean
+        one time step per chunk. Default: the storage chunks ``data`` was opened with
         (``attrs["storage_chunks"]``, kept through ``predict``, ``pseudo_labels`` and
         ``Segmenter.transform``), else its Dask chunks (regularised). Dask blocks that are
         unions of whole chunks are written by one task each.
@@ -385,7 +394,7 @@ def save_volume(
         for Zarr v3, 0.4 for v2) that napari and neuroglancer open; each level halves
         the previous one (mean for images, mode for labels) and is computed from the
         level already written, not from the source again. ``True`` means levels until
-        the smallest axis would drop below 32 voxels.
+        the smallest axis would drop below 32 voxels. 3-D volumes only.
     kind : {"image", "labels"}, optional
         How to downsample. Default: ``data.attrs["kind"]`` if present, else ``"image"``.
     compression : str or None
@@ -423,8 +432,14 @@ def save_volume(
     import zarr
 
     source_attrs = dict(data.attrs) if isinstance(data, xr.DataArray) else {}
-    validate_volume(data)
-    chunks = _check_chunks(chunks)
+    validate_volume(data, ndim=(3, 4))
+    ndim = unwrap(data).ndim
+    if ndim == 4 and _n_levels(multiscale, unwrap(data).shape) > 1:
+        raise ValueError(
+            "multiscale needs a 3-D volume; save each time step of a (t, z, y, x) series "
+            "as a multiscale store of its own"
+        )
+    chunks = _check_chunks(chunks, ndim=ndim)
     kind = kind or source_attrs.get("kind", "image")
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
@@ -439,6 +454,10 @@ def save_volume(
         array_in = as_dask(array_in, chunks=chunks or "auto")
     if chunks is None:  # the storage chunks the volume came with, else its Dask chunks
         stored = source_attrs.get("storage_chunks")
+        if stored and len(stored) == 3 and ndim == 4:  # a series of stored volumes
+            stored = [1, *stored]
+        elif stored and len(stored) == 4 and ndim == 3:  # one step of a stored series
+            stored = stored[1:]
         if stored and len(stored) == array_in.ndim:
             chunks = tuple(int(c) for c in stored)
         else:
@@ -451,6 +470,8 @@ def save_volume(
     voxel_size = tuple(source_attrs.get("voxel_size", (1.0, 1.0, 1.0)))
     unit = source_attrs.get("unit", "voxel")
     attrs = {"voxel_size": list(voxel_size), "unit": unit, "kind": kind}
+    if ndim == 4:  # open_volume gives the series back with these dims
+        attrs["dims"] = list(data.dims) if isinstance(data, xr.DataArray) else list(_SERIES_DIMS)
     for key in ("class_names",):
         if key in source_attrs:
             attrs[key] = source_attrs[key]
@@ -553,7 +574,7 @@ def _shard_shape(shards: Any, chunks: tuple[int, ...], data: da.Array) -> tuple[
     if shards is True:
         wanted = tuple(int(max(c)) for c in data.chunks)
     else:
-        wanted = _check_chunks(shards, "shards")
+        wanted = _check_chunks(shards, "shards", data.ndim)
         if any(s % c for s, c in zip(wanted, chunks, strict=True)):
             raise ValueError(f"shards {wanted} must be a multiple of chunks {chunks}")
     return tuple(
