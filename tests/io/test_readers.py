@@ -79,3 +79,28 @@ def test_stack_rejects_slices_of_other_shape(tmp_path):
     tifffile.imwrite(folder / "a1.tif", np.zeros((5, 4), np.uint8))
     with pytest.raises(ValueError, match="shape"):
         TiffStackReader(folder)[:]
+
+
+def test_stack_refuses_a_slice_of_another_type_instead_of_casting_it(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a0.tif", np.zeros((4, 4), np.uint16))
+    tifffile.imwrite(folder / "a1.tif", np.full((4, 4), 0.5, np.float32))
+    reader = TiffStackReader(folder)
+    assert reader[:1].dtype == np.uint16  # the first slice sets the type
+    with pytest.raises(ValueError, match=r"a1.tif holds float32 voxels; .* holds uint16"):
+        reader[:]
+
+
+def test_stack_reads_big_endian_slices(tmp_path):
+    folder = tmp_path / "be"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a0.tif", VOLUME[0].astype(">u2"), byteorder=">")
+    tifffile.imwrite(folder / "a1.tif", VOLUME[1].astype(">u2"), byteorder=">")
+    np.testing.assert_array_equal(TiffStackReader(folder)[:], VOLUME[:2])
+
+
+def test_a_colour_tiff_is_refused_with_what_it_holds(tmp_path):
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    with pytest.raises(ValueError, match=r"colour images \(TIFF axes YXS"):
+        MultiPageTiffReader(tmp_path / "rgb.tif")

@@ -127,10 +127,16 @@ class MultiPageTiffReader(VolumeReader):
                 n_pages = len(series.pages)
                 pages_in_file = len(tif.pages)
                 described = _described_slices(tif)
+                axes = str(getattr(series, "axes", ""))
         except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as err:
             raise OSError(
                 f"cannot read {self.path} as a TIFF (damaged or truncated?): {err}"
             ) from None
+        if "S" in axes:  # samples per pixel: RGB(A) or other colour channels
+            raise ValueError(
+                f"{self.path} holds colour images (TIFF axes {axes}, shape {shape}); "
+                "xctdask reads grey-value scans: convert it to one channel first"
+            )
         if len(shape) == 2:
             shape = (1, *shape)
         if described is not None and described > pages_in_file:
@@ -202,6 +208,12 @@ class TiffStackReader(VolumeReader):
             if image.shape != self.shape[1:]:
                 raise ValueError(
                     f"{f} has shape {image.shape}; the stack's first slice has {self.shape[1:]}"
+                )
+            same = image.dtype.newbyteorder("=") == self.dtype.newbyteorder("=")
+            if not same:  # never cast a slice silently (floats to ints)
+                raise ValueError(
+                    f"{f} holds {image.dtype} voxels; the stack's first slice holds "
+                    f"{self.dtype}: convert the slices to one type"
                 )
             out[i] = image[ys, xs]
         return out
