@@ -184,3 +184,31 @@ def test_open_reads_nothing(tmp_path, no_compute):
     with no_compute():
         vol = open_volume(tmp_path / "v.raw")
     assert vol.shape == VOLUME.shape
+
+
+@pytest.mark.parametrize("voxel_size", [-1.0, 0.0, float("nan"), (1.0, 0.0, 1.0)])
+def test_a_voxel_size_that_is_not_positive_and_finite_is_refused(voxel_size):
+    with pytest.raises(ValueError, match="voxel_size must be positive and finite"):
+        open_volume(np.zeros((2, 4, 4)), voxel_size=voxel_size)
+
+
+def test_a_bad_voxel_size_in_a_files_metadata_warns_and_opens(tmp_path):
+    array = zarr.create_array(tmp_path / "v.zarr", shape=(2, 4, 4), chunks=(1, 4, 4), dtype="u2")
+    array.attrs.update({"voxel_size": [0.0, 0.0, 0.0], "unit": "um"})
+    with pytest.warns(UserWarning, match="in the file's metadata; using 1 voxel"):
+        vol = open_volume(tmp_path / "v.zarr")
+    assert vol.attrs["voxel_size"] == (1.0, 1.0, 1.0) and vol.attrs["unit"] == "voxel"
+
+
+def test_zero_chunks_are_refused_in_words():
+    with pytest.raises(ValueError, match="chunks must be positive sizes"):
+        open_volume(np.zeros((2, 4, 4)), chunks=(0, 4, 4))
+    assert open_volume(np.zeros((2, 4, 4)), chunks=(1, -1, 2)).data.chunks[1] == (4,)
+
+
+def test_a_level_of_a_source_without_levels_is_refused(tmp_path):
+    save_volume(np.zeros((2, 4, 4), np.uint8), tmp_path / "v.zarr", progress=False)
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((2, 4, 4), np.uint8))
+    for source in (tmp_path / "v.zarr", tmp_path / "v.tif"):
+        with pytest.raises(ValueError, match=r"not a multiscale .* level=1 does not exist"):
+            open_volume(source, level=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ def _zarr_source(
     if isinstance(node, zarr.Array):
         if dataset is not None:
             raise ValueError(f"{path} is a single Zarr array; dataset={dataset!r} does not apply")
+        _no_levels(path, level)
         attrs = dict(node.attrs)
         return node, attrs, _complete(attrs)
     group_attrs = dict(node.attrs)
@@ -89,6 +91,7 @@ def _zarr_source(
             if units and units[0]:
                 meta["unit"] = units[0]
         else:
+            _no_levels(path, level)
             arrays = sorted(name for name, _ in node.arrays())
             if len(arrays) != 1:
                 raise ValueError(
@@ -102,6 +105,32 @@ def _zarr_source(
     attrs.update(dict(array.attrs))
     attrs.update(meta)
     return array, attrs, _complete(group_attrs) or _complete(dict(array.attrs))
+
+
+def _no_levels(path: Any, level: int) -> None:
+    """Refuse a pyramid level of a source that has no pyramid (it read level 0)."""
+    if level != 0:
+        raise ValueError(
+            f"{path} is not a multiscale (OME-Zarr) store; level={level} does not exist "
+            "(level 0, the default, is its only resolution)"
+        )
+
+
+def _check_chunks(chunks: Any) -> None:
+    """Dask's chunk specs, with zero and negative sizes refused in words (Dask divides by
+    them); ``-1`` (a whole axis), ``"auto"`` and ``None`` pass."""
+    if isinstance(chunks, dict):
+        sizes = list(chunks.values())
+    elif isinstance(chunks, (tuple, list)):
+        sizes = list(chunks)
+    else:
+        return
+    for size in sizes:
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+            if size == 0 or size < -1:
+                raise ValueError(
+                    f"chunks must be positive sizes (or -1 for a whole axis), got {chunks!r}"
+                )
 
 
 def _complete(attrs: dict[str, Any]) -> bool:
@@ -246,7 +275,18 @@ def as_volume(
         out.attrs.setdefault("unit", "voxel")
         return out
     validate_volume(data, ndim=len(dims))
-    vs = _voxel_tuple(voxel_size if voxel_size is not None else attrs.get("voxel_size"), len(dims))
+    if voxel_size is not None:
+        vs = _voxel_tuple(voxel_size, len(dims))
+    else:
+        try:
+            vs = _voxel_tuple(attrs.get("voxel_size"), len(dims))
+        except (TypeError, ValueError) as err:  # a file's metadata: open it all the same
+            warnings.warn(
+                f"{err} in the file's metadata; using 1 voxel instead (pass voxel_size= "
+                "to set it)",
+                stacklevel=3,
+            )
+            vs, attrs["unit"] = _voxel_tuple(None, len(dims)), "voxel"
     attrs["voxel_size"] = vs
     attrs["unit"] = unit or attrs.get("unit") or "voxel"
     spatial = dims[-3:]
@@ -262,10 +302,12 @@ def _voxel_tuple(value: Any, ndim: int) -> tuple[float, ...]:
     if value is None:
         return (1.0,) * n
     if np.isscalar(value):
-        return (float(value),) * n
+        value = (float(value),) * n
     value = tuple(float(v) for v in value)
     if len(value) != n:
         raise ValueError(f"voxel_size needs 1 or {n} values, got {value}")
+    if not all(np.isfinite(v) and v > 0 for v in value):
+        raise ValueError(f"voxel_size must be positive and finite, got {value}")
     return value
 
 
@@ -345,6 +387,7 @@ def open_volume(
     >>> vol.dims, vol.attrs["voxel_size"], float(vol.x[-1])
     (('z', 'y', 'x'), (0.5, 0.5, 0.5), 2.5)
     """
+    _check_chunks(chunks)
     if isinstance(source, xr.DataArray):
         data = source if chunks is None and source.chunks else source.chunk(chunks or "auto")
         return as_volume(data, voxel_size=voxel_size, unit=unit)
@@ -373,6 +416,7 @@ def _open_path(path, chunks, dataset, level, voxel_size, unit, dims) -> xr.DataA
         array, attrs, complete = _zarr_source(path, dataset, level)
         return _from_zarr(array, attrs, complete, str(path), chunks, voxel_size, unit, dims)
     else:
+        _no_levels(path, level)
         reader = _reader_for(path, dataset)
         validate_volume(reader, name=str(path), ndim=len(dims))
         attrs = {k: v for k, v in getattr(reader, "attrs", {}).items() if v is not None}
