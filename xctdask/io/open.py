@@ -282,8 +282,7 @@ def as_volume(
             vs = _voxel_tuple(attrs.get("voxel_size"), len(dims))
         except (TypeError, ValueError) as err:  # a file's metadata: open it all the same
             warnings.warn(
-                f"{err} in the file's metadata; using 1 voxel instead (pass voxel_size= "
-                "to set it)",
+                f"{err} in the file's metadata; using 1 voxel instead (pass voxel_size= to set it)",
                 stacklevel=3,
             )
             vs, attrs["unit"] = _voxel_tuple(None, len(dims)), "voxel"
