@@ -167,6 +167,25 @@ def test_bad_settings_are_named_by_their_flags(tmp_path, capsys, argv, said):
     assert not (tmp_path / "out.zarr").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "segment", "pseudo-labels"])
+def test_a_folder_given_for_a_file_is_refused_before_any_work(tmp_path, capsys, command):
+    save_volume(np.arange(256, dtype=np.uint16).reshape(4, 8, 8), tmp_path / "v.zarr")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "keep.txt").write_text("kept")
+    argv = [command, str(tmp_path / "v.zarr")]
+    if command == "train":
+        argv += [str(tmp_path / "folder")]
+    elif command == "segment":
+        argv += [str(tmp_path / "out.zarr"), "--save-segmenter", str(tmp_path / "folder")]
+    else:
+        argv += [str(tmp_path / "out.zarr"), "--save-model", str(tmp_path / "folder")]
+    assert main([*argv, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; give a file name inside it" in err and "Dask dashboard" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "v.zarr"]
+    assert (tmp_path / "folder" / "keep.txt").read_text() == "kept"
+
+
 def test_pseudo_labels_command(tmp_path, client, capsys):
     from xctdask import phantoms
     from xctdask.pseudolabels import PseudoLabeler, pseudo_labels

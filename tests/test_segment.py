@@ -135,6 +135,9 @@ def test_bad_input(phantom, tmp_path):
         xd.segment(hq, 3, labels=bad, **SMALL)
     with pytest.raises(ValueError, match="no labelled voxel"):
         xd.segment(hq, 3, labels=np.full_like(truth, 255), **SMALL)
+    ignore = np.where(np.arange(hq.shape[0])[:, None, None] == 2, truth.astype(np.int16), -1)
+    with pytest.raises(ValueError, match=r"values \[-1\] .*np.where\(labels < 0, 255"):
+        xd.segment(hq, 3, labels=ignore, **SMALL)  # -1 as "unlabelled" counted as annotated
     with pytest.raises(TypeError, match="integers"):
         xd.segment(hq, 3, labels=truth.astype(np.float32), **SMALL)
     with pytest.raises(TypeError, match=r"boolean.*astype\(np.uint8\)"):
@@ -147,6 +150,12 @@ def test_bad_input(phantom, tmp_path):
         xd.Segmenter(3).transform(hq)
     with pytest.raises(FileNotFoundError):
         xd.Segmenter.load(tmp_path / "missing.pt")
+    (tmp_path / "folder").mkdir()
+    seg = xd.Segmenter(3, steps=1, steps_self_correct=0, depth=1, f0=2, patch=32, progress=False)
+    seg.fit(hq[:8])
+    with pytest.raises(IsADirectoryError, match=r"folder; give a file name inside it"):
+        seg.save(tmp_path / "folder", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # no temporary file left
     net = xd.models.build("unet2d", 1, 3, depth=2, f0=4)
     xd.models.save(net, tmp_path / "net.pt")
     with pytest.raises(ValueError, match="not an xctdask Segmenter"):

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from xctdask._files import check_new_file
+
 __all__ = ["main"]
 
 
@@ -244,15 +246,14 @@ def _classes(value: str) -> int | str:
 
 
 def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from xctdask.io import open_volume, save_volume
     from xctdask.pseudolabels import PseudoLabeler
 
     _guard([args.input], [args.output, args.save_model])
     _refuse_existing(args.output, overwrite=args.overwrite, storage_options=_so(args))
-    if args.save_model and Path(args.save_model).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.save_model} exists; pass --overwrite to replace it")
+    if args.save_model:
+        check_new_file(args.save_model, args.overwrite, "labeler.json")
     vol = open_volume(args.input, dataset=args.dataset, **_so(args))
     labeler = PseudoLabeler(
         args.classes,
@@ -380,7 +381,7 @@ def _refuse_existing(
 
 def _cmd_train(args: argparse.Namespace) -> int:
     _guard([args.input, args.labels, args.clean, args.like], [args.segmenter])
-    _refuse_existing(args.segmenter, overwrite=args.overwrite)
+    check_new_file(args.segmenter, args.overwrite)  # a folder there fails now, not after
     with _cluster(args.scheduler, args.workers):
         _, seg = _fit(args)
     seg.save(args.segmenter, overwrite=args.overwrite)
@@ -406,12 +407,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         [args.output, args.save_segmenter],
     )
     _refuse_existing(
-        args.output,
-        args.save_segmenter,
-        overwrite=args.overwrite,
-        resumable=args.output,
-        storage_options=_so(args),
+        args.output, overwrite=args.overwrite, resumable=args.output, storage_options=_so(args)
     )
+    if args.save_segmenter:
+        check_new_file(args.save_segmenter, args.overwrite)
     if args.segmenter:
         seg = Segmenter.load(args.segmenter)
         if args.classes is not None and args.classes != seg.n_classes:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from xctdask._files import check_new_file
 from xctdask.backend import UNLABELLED, as_dask, check_same_shape, unwrap, validate_volume
 from xctdask.regions import Renormalize, register_pointwise
 
@@ -326,7 +327,7 @@ class Segmenter:
     def _check_label_values(self, labels: Any) -> None:
         """One pass over the labels: values must be < n_classes or 255."""
         data = as_dask(unwrap(labels))
-        valid = (data < self.n_classes) | (data == 255)
+        valid = ((data >= 0) & (data < self.n_classes)) | (data == 255)
         bad_values = da.unique(da.where(valid, 255, data))
         per_slice = (data != 255).sum(axis=(1, 2))
         n_bad, per_slice, found = da.compute((~valid).sum(), per_slice, bad_values)
@@ -334,9 +335,14 @@ class Segmenter:
         self._annotated = np.flatnonzero(np.asarray(per_slice))
         if n_bad:
             found = np.asarray(found)[np.asarray(found) != 255]
+            hint = (
+                ": mark unlabelled voxels with 255, e.g. np.where(labels < 0, 255, labels)"
+                if found.min() < 0
+                else ""
+            )
             raise ValueError(
                 f"labels hold {int(n_bad)} voxels with values {found.tolist()[:8]} outside "
-                f"0..{self.n_classes - 1} (255 marks unlabelled voxels)"
+                f"0..{self.n_classes - 1} (255 marks unlabelled voxels){hint}"
             )
         if n_labelled == 0:
             raise ValueError("labels hold no labelled voxel (all 255)")
@@ -769,9 +775,7 @@ class Segmenter:
         from xctdask import __version__
 
         self._require_fitted()
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        path = check_new_file(path, overwrite)
         settings = {k: v for k, v in asdict(self).items() if k != "history"}
         state = {
             "format": _FORMAT,

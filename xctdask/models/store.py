@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xctdask._files import check_new_file
 from xctdask.io.locations import location
 from xctdask.models.registry import build
 
@@ -37,9 +38,7 @@ def save(net: nn.Module, path: str | os.PathLike, *, overwrite: bool = False) ->
     >>> xd.models.load(path).normalization
     (0.5, 2.0)
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path = check_new_file(path, overwrite, "network.pt")
     config = getattr(net, "config", None)
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError("only networks built by xctdask.models.build can be saved")
@@ -63,9 +62,14 @@ def atomic_save(state: dict[str, Any], path: str | os.PathLike) -> Path:
     The one way xctdask writes model files, checkpoints and Segmenters.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name inside it")
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # left only when saving or renaming failed
     return path
 
 

@@ -16,6 +16,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from xctdask._files import check_new_file
 from xctdask.backend import (
     UNLABELLED,
     as_dask,
@@ -551,9 +552,7 @@ class PseudoLabeler:
         ``"cylinder"`` is stored with its fitted field of view.
         """
         self._check_fitted()
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        path = check_new_file(path, overwrite, "labeler.json")
         from xctdask import __version__
 
         params = self.get_params()
