@@ -125,6 +125,32 @@ def test_the_cli_takes_urls_and_storage_options(s3, tmp_path, client, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def _unreachable() -> dict:
+    """Storage options for an S3 endpoint where nothing listens (one try, no retries)."""
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"region_name": "us-east-1"},
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+    }
+
+
+def test_an_unreachable_server_is_an_os_error_naming_the_url(tmp_path, capsys):
+    options = _unreachable()
+    with pytest.raises(OSError, match=r"cannot reach s3://xctdask-test/out.zarr"):
+        xd.save_volume(VOLUME, _url("out.zarr"), storage_options=options, progress=False)
+    xd.save_volume(VOLUME, tmp_path / "v.zarr", progress=False)
+    argv = ["pseudo-labels", str(tmp_path / "v.zarr"), _url("out.zarr")]
+    assert main([*argv, "--storage-options", json.dumps(options)]) == 2  # no traceback
+    assert "error: cannot reach s3://xctdask-test/out.zarr" in capsys.readouterr().err
+
+
 def test_sharded_output_is_few_files_and_resumes_shard_by_shard(tmp_path):
     out = tmp_path / "s.zarr"
     result = xd.save_volume(VOLUME, out, chunks=(2, 6, 5), shards=(4, 12, 10), progress=False)

@@ -83,5 +83,17 @@ def exists(path: str | os.PathLike, storage_options: dict | None = None) -> bool
         import fsspec
 
         fs, inner = fsspec.core.url_to_fs(os.fspath(path), **(storage_options or {}))
-        return bool(fs.exists(inner))
+        return remote_exists(fs, inner, os.fspath(path))
     return Path(os.fspath(path)).exists()
+
+
+def remote_exists(fs: Any, inner: str, url: str) -> bool:
+    """``fs.exists(inner)``, with a server that cannot be reached as an ``OSError`` that
+    names ``url`` (fsspec back-ends raise their own types, e.g. botocore's
+    ``EndpointConnectionError``, which a caller catching ``OSError`` would miss)."""
+    try:
+        return bool(fs.exists(inner))
+    except OSError:
+        raise
+    except Exception as err:
+        raise OSError(f"cannot reach {url}: {err}") from err

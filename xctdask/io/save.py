@@ -31,7 +31,7 @@ import xarray as xr
 from xctdask import _progress
 from xctdask.backend import as_dask, to_host, unwrap, validate_volume
 from xctdask.io.guard import check_output
-from xctdask.io.locations import is_url
+from xctdask.io.locations import is_url, remote_exists
 from xctdask.io.omezarr import downsample, multiscales_metadata
 
 _SERIES_DIMS = ("t", "z", "y", "x")  # a 4-D array's dims when it does not name them
@@ -91,7 +91,9 @@ class _Target:
         return {"storage_options": self.storage_options} if self.url else {}
 
     def exists(self) -> bool:
-        return self.fs.exists(self.fs_path) if self.url else Path(self.path).exists()
+        if self.url:
+            return remote_exists(self.fs, self.fs_path, str(self.path))
+        return Path(self.path).exists()
 
     def is_zarr_store(self) -> bool:
         names = ("zarr.json", ".zarray", ".zgroup")
