@@ -326,6 +326,38 @@ def test_train_then_segment_with_the_saved_segmenter(tmp_path, client, capsys):
     np.testing.assert_array_equal(open_volume(out).values, expected.values)
 
 
+def test_segment_trains_on_one_step_of_a_stored_series_and_labels_every_step(
+    tmp_path, client, capsys
+):
+    from xctdask import phantoms
+    from xctdask.pseudolabels import PseudoLabeler
+    from xctdask.segment import Segmenter
+
+    ds = phantoms.make("fibre-composite", (16, 48, 48), seed=4)
+    first, second = ds.hq.values, ds.hq.values * 2 + 1  # steps told apart by their grey values
+    series = open_volume(np.stack([first, second]), dims=("t", "z", "y", "x"))
+    save_volume(series, tmp_path / "series.zarr", chunks=(8, 48, 48), progress=False)
+    address = ["--scheduler", client.scheduler.address]
+    out, model = tmp_path / "labels.zarr", tmp_path / "seg.pt"
+    argv = ["segment", str(tmp_path / "series.zarr"), str(out), "--save-segmenter", str(model)]
+    assert main([*argv, "--fit-step", "1", *FAST_TRAIN, *address]) == 0
+    assert "training on time step 1 of 2" in capsys.readouterr().err
+    labels = open_volume(out)
+    assert labels.dims == ("t", "z", "y", "x") and labels.shape == (2, 16, 48, 48)
+    seg = Segmenter.load(model)  # fitted on step 1: its normalisation is that step's
+    inside = PseudoLabeler(3, mask="cylinder").fit(second).predict(second) != 255
+    mean, std = seg.normalization_
+    assert abs(mean - second[inside].mean()) < 0.01 * std and mean > first.max()
+    np.testing.assert_array_equal(labels.values[0], seg.transform(first).values)
+    argv = ["segment", str(tmp_path / "series.zarr"), str(tmp_path / "x.zarr"), *address]
+    assert main([*argv, "--fit-step", "2", *FAST_TRAIN]) == 2
+    assert "--fit-step must be in 0..1, got 2" in capsys.readouterr().err
+    save_volume(first, tmp_path / "one.zarr", progress=False)
+    argv = ["train", str(tmp_path / "one.zarr"), str(tmp_path / "x.pt"), "--fit-step", "0"]
+    assert main([*argv, *FAST_TRAIN, *address]) == 2
+    assert "--fit-step is for a (t, z, y, x) series" in capsys.readouterr().err
+
+
 def test_segment_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, client, capsys):
     vol = np.random.default_rng(0).normal(size=(24, 48, 48)).astype(np.float32)
     save_volume(vol, tmp_path / "vol.zarr", progress=False)

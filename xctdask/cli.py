@@ -356,7 +356,23 @@ def _fit(args: argparse.Namespace):
     labels = open_volume(args.labels, **_so(args)) if args.labels else None
     clean = open_volume(args.clean, **_so(args)) if args.clean else None
     like = open_volume(args.like, **_so(args)) if args.like else None
-    return vol, seg.fit(vol, labels, clean, like=like)
+    return vol, seg.fit(_fit_step(vol, args.fit_step), labels, clean, like=like)
+
+
+def _fit_step(vol: Any, step: int | None) -> Any:
+    """The 3-D volume to train on: ``vol`` itself, or one time step of a series."""
+    if vol.ndim != 4:
+        if step is not None:
+            raise ValueError(
+                f"--fit-step is for a (t, z, y, x) series; this input is {vol.ndim}-D "
+                f"with shape {tuple(vol.shape)}"
+            )
+        return vol
+    step = 0 if step is None else step
+    if not 0 <= step < vol.shape[0]:
+        raise ValueError(f"--fit-step must be in 0..{vol.shape[0] - 1}, got {step}")
+    print(f"training on time step {step} of {vol.shape[0]}", file=sys.stderr)
+    return vol[step]
 
 
 def _refuse_existing(
@@ -735,6 +751,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=8, help="patches/tiles per batch")
         p.add_argument("--axes", default="z", help="slicing axes: z, y, x or zyx")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--fit-step",
+            type=int,
+            default=None,
+            metavar="T",
+            help="a (t, z, y, x) input: the time step to train on (default 0); segment "
+            "then labels every step",
+        )
         p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
         p.add_argument("--overwrite", action="store_true")
 
