@@ -326,9 +326,7 @@ def test_train_then_segment_with_the_saved_segmenter(tmp_path, client, capsys):
     np.testing.assert_array_equal(open_volume(out).values, expected.values)
 
 
-def test_segment_trains_on_one_step_of_a_stored_series_and_labels_every_step(
-    tmp_path, client, capsys
-):
+def test_commands_fit_on_one_step_of_a_stored_series_and_label_every_step(tmp_path, client, capsys):
     from xctdask import phantoms
     from xctdask.pseudolabels import PseudoLabeler
     from xctdask.segment import Segmenter
@@ -352,6 +350,13 @@ def test_segment_trains_on_one_step_of_a_stored_series_and_labels_every_step(
     argv = ["segment", str(tmp_path / "series.zarr"), str(tmp_path / "x.zarr"), *address]
     assert main([*argv, "--fit-step", "2", *FAST_TRAIN]) == 2
     assert "--fit-step must be in 0..1, got 2" in capsys.readouterr().err
+    argv = ["pseudo-labels", str(tmp_path / "series.zarr"), str(tmp_path / "pseudo.zarr")]
+    assert main([*argv, "--fit-step", "1", *address]) == 0
+    pseudo = open_volume(tmp_path / "pseudo.zarr")
+    expected = PseudoLabeler(3).fit(second).predict(np.stack([first, second]))
+    assert pseudo.dims == ("t", "z", "y", "x")
+    np.testing.assert_array_equal(pseudo.values, expected.values)
+    capsys.readouterr()
     save_volume(first, tmp_path / "one.zarr", progress=False)
     argv = ["train", str(tmp_path / "one.zarr"), str(tmp_path / "x.pt"), "--fit-step", "0"]
     assert main([*argv, *FAST_TRAIN, *address]) == 2

@@ -265,7 +265,7 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
         progress=True,
     ).validate()  # every setting, before the cluster starts
     with _cluster(args.scheduler, args.workers):
-        labeler.fit(vol)
+        labeler.fit(_fit_step(vol, args.fit_step))
         result = save_volume(
             labeler.predict(vol), args.output, overwrite=args.overwrite, kind="labels", **_so(args)
         )
@@ -662,6 +662,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--save-model", metavar="JSON", help="also write the fitted labeler here")
+    p.add_argument(
+        "--fit-step",
+        type=int,
+        default=None,
+        metavar="T",
+        help="a (t, z, y, x) input: the time step whose histogram sets the classes "
+        "(default 0); every step is labelled with them",
+    )
     p.add_argument("--overwrite", action="store_true")
     cluster_options(p)
     p.set_defaults(func=_cmd_pseudo_labels)

@@ -414,10 +414,26 @@ class PseudoLabeler:
         mask : "fit", None, "cylinder" or array of bool
             ``"fit"`` (default) reuses the fit's mask: the same field of view for
             ``"cylinder"``, the same array when shapes match.
+
+        A 4-D ``(t, z, y, x)`` series is labelled step by step with the same classes
+        (a ``t`` dim leads the result, a DataArray).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> step = np.array([[[0.0, 0.1, 1.0, 1.1]]])
+        >>> labeler = PseudoLabeler(2).fit(step)
+        >>> labeler.predict(np.stack([step, step + 0.05])).values.tolist()
+        [[[[0, 0, 1, 1]]], [[[0, 0, 1, 1]]]]
         """
         self._check_fitted()
-        self._check_volume(vol)
         data = unwrap(vol)
+        if getattr(data, "ndim", 0) == 4:  # each step read from the store by its blocks
+            from xctdask.io.open import time_steps
+
+            steps = [self.predict(step, mask=mask) for step in time_steps(vol)]
+            return xr.concat(steps, dim="t")
+        self._check_volume(vol)
         if isinstance(mask, str) and mask == "fit":
             mask = self.mask
         requested = mask
