@@ -265,6 +265,23 @@ def test_runs_on_a_local_cluster(client, net25d):
     assert np.abs(got - ref).max() < 1e-5
 
 
+def test_a_stored_series_is_predicted_step_by_step_from_the_store(tmp_path, net25d):
+    series = np.stack([VOLUME, VOLUME[::-1] * 0.5])
+    xd.save_volume(
+        xd.open_volume(series, dims=("t", "z", "y", "x")),
+        tmp_path / "s.zarr",
+        chunks=(3, 35, 45),
+        progress=False,
+    )
+    vol = xd.open_volume(tmp_path / "s.zarr")
+    out = xd.predict(vol, net25d, tile=32, output="probabilities", normalize="volume")
+    assert out.dims == ("t", "class", "z", "y", "x")
+    assert len(dict(out.data.__dask_graph__())) / (2 * 2 * 2 * 2) <= 3  # blocks read the store
+    for t in range(2):  # each step with its own statistics, as a volume of its own
+        alone = xd.predict(series[t], net25d, tile=32, output="probabilities", normalize="volume")
+        np.testing.assert_allclose(out.values[t], alone.values, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("make", "kwargs", "error", "match"),
     [

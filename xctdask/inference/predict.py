@@ -299,7 +299,9 @@ def predict(
     ----------
     vol : array, DataArray or path-opened volume
         A 3-D volume (NumPy, Dask, CuPy-backed Dask, or a DataArray from
-        :func:`xctdask.open_volume`).
+        :func:`xctdask.open_volume`), or a 4-D ``(t, z, y, x)`` series: each time step
+        is predicted as a volume (``normalize="volume"`` then uses each step's own
+        statistics) and a ``t`` dim leads the result.
     net : torch.nn.Module
         A network of :func:`xctdask.models.build`, or any module: then give
         ``spatial_dims`` (and ``outputs`` unless it returns class logits), see
@@ -380,6 +382,16 @@ def predict(
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
     block = _check_block(block)
     network = as_network(net, spatial_dims=spatial_dims, outputs=outputs)
+    if getattr(unwrap(vol), "ndim", 0) == 4:  # a series: each step read by its own blocks
+        from xctdask.io.open import time_steps
+
+        options = dict(
+            output=output, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
+            axes=axes, context=context, normalize=normalize, device=device,
+            precision=precision, channels_last=channels_last, block=block,
+        )  # fmt: skip
+        parts = [predict(step, network, **options) for step in time_steps(vol)]
+        return xr.concat(parts, dim="t", combine_attrs="override")
     validate_volume(vol)
     dims = network.spatial_dims
     if dims == 2:
