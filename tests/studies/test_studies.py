@@ -161,6 +161,9 @@ def test_the_study_command_on_a_users_zarr_volume(tmp_path, capsys):
     inside = str(tmp_path / "scan.zarr" / "study")
     assert main([*args[:-1], inside]) == 2
     assert "refusing to write" in capsys.readouterr().err
+    # a volume without labels needs a class count, asked for by its flag once
+    assert main(["study", "learning-curve", "--volume", str(tmp_path / "scan.zarr")]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("say how many classes: --classes")
 
 
 def test_the_report_command(tmp_path, capsys):

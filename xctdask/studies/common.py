@@ -145,7 +145,7 @@ def load_data(
             raise ValueError(f"the labels hold class {found - 1}, more than {n_classes} classes")
         truth = truth.astype(np.uint8)
     if n_classes is None:
-        raise ValueError("without labels, say how many classes: n_classes= (--classes)")
+        raise ValueError("without labels, say how many classes: n_classes=")
     where = volume if isinstance(volume, (str, Path)) else "an array"
     return StudyData(
         image=image,
