@@ -32,6 +32,15 @@ def test_non_numeric_dtype_is_rejected(dtype):
         validate_volume(np.zeros((2, 2, 2), dtype=dtype))
 
 
+def test_a_path_where_an_array_goes_says_to_open_it(tmp_path):
+    import xctdask as xd
+
+    with pytest.raises(TypeError, match=r"got str: open the file first, e.g. xd.open_volume"):
+        xd.pseudo_labels("scan.zarr", 3)
+    with pytest.raises(TypeError, match=r"got \w*Path: open the file first"):
+        validate_volume(tmp_path / "scan.zarr")
+
+
 def test_empty_volume_is_rejected():
     with pytest.raises(ValueError, match="empty"):
         validate_volume(np.zeros((0, 2, 2)))

@@ -7,6 +7,7 @@ itself, so that mixing NumPy and CuPy fails loudly instead of copying silently.
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 from typing import Any
 
@@ -210,7 +211,10 @@ def validate_volume(data: Any, *, name: str = "volume", ndim: int | tuple[int, .
     """
     data = unwrap(data)
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
-        raise TypeError(f"{name} must be an array, got {type(data).__name__}")
+        hint = ""
+        if isinstance(data, (str, os.PathLike)):
+            hint = f": open the file first, e.g. xd.open_volume({os.fspath(data)!r})"
+        raise TypeError(f"{name} must be an array, got {type(data).__name__}{hint}")
     dtype = np.dtype(data.dtype)
     if dtype.kind not in "biuf":
         raise TypeError(
