@@ -251,6 +251,8 @@ def test_flips_average_the_mirror_images(unsupervised, phantom):
     assert (plain == labels.values).mean() > 0.9  # a refinement, not another answer
     with pytest.raises(ValueError, match="flips=True"):
         unsupervised.transform(vol, output="entropy", flips=True)
+    with pytest.raises(TypeError, match="flips must be True or False, got 'no'"):
+        unsupervised.transform(vol, flips="no")  # a truthy string would have flipped
 
 
 def test_fit_like_an_lq_scan_adds_the_noise_the_hq_scan_lacks(phantom):

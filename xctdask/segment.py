@@ -711,6 +711,8 @@ class Segmenter:
 
         self._require_fitted()
         self.validate()
+        if not isinstance(flips, (bool, np.bool_)):
+            raise TypeError(f"flips must be True or False, got {flips!r}")
         data = unwrap(vol)
         if getattr(data, "ndim", 0) == 4:  # each step read from the store by its blocks
             from xctdask.io.open import time_steps
