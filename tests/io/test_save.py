@@ -171,3 +171,17 @@ def test_a_series_refuses_a_pyramid_and_bad_chunks_before_writing(tmp_path):
     with pytest.raises(ValueError, match=r"three positive integers \(z, y, x\) or four"):
         save_volume(_series(), tmp_path / "b.zarr", chunks=(1, 1, 2, 6, 5), progress=False)
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"compression": "zip"}, "compression must be one of"),
+        ({"compression_level": 99}, "compression_level must be an integer 0..9, got 99"),
+        ({"compression_level": -1, "zarr_format": 2}, "compression_level must be an integer"),
+    ],
+)
+def test_codec_settings_are_checked_before_writing(tmp_path, options, said):
+    with pytest.raises(ValueError, match=said):  # blosc raised -10 mid-write for a level
+        save_volume(SOURCE, tmp_path / "v.zarr", progress=False, **options)
+    assert not (tmp_path / "v.zarr").exists()

@@ -62,9 +62,18 @@ class SaveResult:
     levels: int
 
 
+_BLOSC = ("zstd", "lz4", "lz4hc", "blosclz", "zlib", "snappy")
+
+
 def _codec(compression: str | None, level: int, zarr_format: int) -> Any:
+    """The Blosc codec, with its settings checked before anything is written."""
     if compression is None:
         return None
+    if compression not in _BLOSC:
+        raise ValueError(f"compression must be one of {_BLOSC} or None, got {compression!r}")
+    ok = isinstance(level, (int, np.integer)) and not isinstance(level, bool) and 0 <= level <= 9
+    if not ok:
+        raise ValueError(f"compression_level must be an integer 0..9, got {level!r}")
     if zarr_format == 2:
         from numcodecs import Blosc
 
