@@ -36,6 +36,8 @@ def test_histogram_marks_the_thresholds(tmp_path):
     assert any(abs(v - float(labeler.thresholds_[0])) < 1e-9 for v in vertical)
     with pytest.raises(ValueError, match="not fitted"):
         histogram(xd.PseudoLabeler(2))
+    with pytest.raises(TypeError, match=r"got ndarray: for a volume, plot histogram\(xd"):
+        histogram(vol)  # a volume is not a labeler (it was called "not fitted")
 
 
 def test_confusion_rows_are_normalised():

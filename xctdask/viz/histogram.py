@@ -29,6 +29,13 @@ def histogram(labeler: Any, *, path: str | os.PathLike | None = None, log: bool 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from xctdask.pseudolabels import PseudoLabeler
+
+    if not isinstance(labeler, PseudoLabeler):
+        raise TypeError(
+            f"histogram plots a fitted PseudoLabeler, got {type(labeler).__name__}: "
+            "for a volume, plot histogram(xd.PseudoLabeler(n_classes).fit(volume))"
+        )
     hist = getattr(labeler, "histogram_", None)
     if hist is None:
         raise ValueError("the labeler is not fitted (no histogram_): call fit() first")
