@@ -350,6 +350,8 @@ def test_commands_fit_on_one_step_of_a_stored_series_and_label_every_step(tmp_pa
     argv = ["segment", str(tmp_path / "series.zarr"), str(tmp_path / "x.zarr"), *address]
     assert main([*argv, "--fit-step", "2", *FAST_TRAIN]) == 2
     assert "--fit-step must be in 0..1, got 2" in capsys.readouterr().err
+    assert main([*argv, "--fit-step", "0", "--segmenter", str(model)]) == 2
+    assert "--fit-step are for training; with --segmenter, drop them" in capsys.readouterr().err
     argv = ["pseudo-labels", str(tmp_path / "series.zarr"), str(tmp_path / "pseudo.zarr")]
     assert main([*argv, "--fit-step", "1", *address]) == 0
     pseudo = open_volume(tmp_path / "pseudo.zarr")

@@ -264,6 +264,7 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
         sigma=args.sigma[0] if len(args.sigma) == 1 else tuple(args.sigma),
         progress=True,
     ).validate()  # every setting, before the cluster starts
+    _fit_step(vol, args.fit_step, quiet=True)
     with _cluster(args.scheduler, args.workers):
         labeler.fit(_fit_step(vol, args.fit_step))
         result = save_volume(
@@ -359,8 +360,10 @@ def _fit(args: argparse.Namespace):
     return vol, seg.fit(_fit_step(vol, args.fit_step), labels, clean, like=like)
 
 
-def _fit_step(vol: Any, step: int | None) -> Any:
-    """The 3-D volume to train on: ``vol`` itself, or one time step of a series."""
+def _fit_step(vol: Any, step: int | None, quiet: bool = False) -> Any:
+    """The 3-D volume to train on: ``vol`` itself, or one time step of a series (said
+    on stderr unless ``quiet``). Cheap: commands call it before the cluster starts to
+    check ``--fit-step``, and again to train."""
     if vol.ndim != 4:
         if step is not None:
             raise ValueError(
@@ -371,7 +374,8 @@ def _fit_step(vol: Any, step: int | None) -> Any:
     step = 0 if step is None else step
     if not 0 <= step < vol.shape[0]:
         raise ValueError(f"--fit-step must be in 0..{vol.shape[0] - 1}, got {step}")
-    print(f"training on time step {step} of {vol.shape[0]}", file=sys.stderr)
+    if not quiet:
+        print(f"training on time step {step} of {vol.shape[0]}", file=sys.stderr)
     return vol[step]
 
 
@@ -396,8 +400,12 @@ def _refuse_existing(
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from xctdask.io import open_volume
+
     _guard([args.input, args.labels, args.clean, args.like], [args.segmenter])
     check_new_file(args.segmenter, args.overwrite)  # a folder there fails now, not after
+    _segmenter_from(args)  # the settings and the time step, before the cluster starts
+    _fit_step(open_volume(args.input, dataset=args.dataset, **_so(args)), args.fit_step, True)
     with _cluster(args.scheduler, args.workers):
         _, seg = _fit(args)
     seg.save(args.segmenter, overwrite=args.overwrite)
@@ -434,12 +442,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 f"{args.segmenter} was fitted for {seg.n_classes} classes; --classes "
                 f"{args.classes} cannot change that (fit a new one with `xctdask train`)"
             )
-        if args.labels or args.clean or args.like:
+        if args.labels or args.clean or args.like or args.fit_step is not None:
             raise ValueError(
-                "--labels, --clean and --like are for training; with --segmenter, drop them"
+                "--labels, --clean, --like and --fit-step are for training; with "
+                "--segmenter, drop them"
             )
     else:
         _segmenter_from(args)  # check the settings before the cluster starts
+        _fit_step(open_volume(args.input, dataset=args.dataset, **_so(args)), args.fit_step, True)
     with _cluster(args.scheduler, args.workers):
         if args.segmenter:
             vol = open_volume(args.input, dataset=args.dataset, **_so(args))
