@@ -264,9 +264,9 @@ def _cmd_pseudo_labels(args: argparse.Namespace) -> int:
         sigma=args.sigma[0] if len(args.sigma) == 1 else tuple(args.sigma),
         progress=True,
     ).validate()  # every setting, before the cluster starts
-    _fit_step(vol, args.fit_step, quiet=True)
+    training = _fit_step(vol, args.fit_step)
     with _cluster(args.scheduler, args.workers):
-        labeler.fit(_fit_step(vol, args.fit_step))
+        labeler.fit(training)
         result = save_volume(
             labeler.predict(vol), args.output, overwrite=args.overwrite, kind="labels", **_so(args)
         )
@@ -349,21 +349,20 @@ def _segmenter_from(args: argparse.Namespace):
     return seg
 
 
-def _fit(args: argparse.Namespace):
+def _fit(args: argparse.Namespace, seg: Any, training: Any) -> Any:
+    """``seg`` (from :func:`_segmenter_from`) fitted on ``training`` (from
+    :func:`_fit_step`) with the command's labels, clean and like scans."""
     from xctdask.io import open_volume
 
-    seg = _segmenter_from(args)
-    vol = open_volume(args.input, dataset=args.dataset, **_so(args))
     labels = open_volume(args.labels, **_so(args)) if args.labels else None
     clean = open_volume(args.clean, **_so(args)) if args.clean else None
     like = open_volume(args.like, **_so(args)) if args.like else None
-    return vol, seg.fit(_fit_step(vol, args.fit_step), labels, clean, like=like)
+    return seg.fit(training, labels, clean, like=like)
 
 
-def _fit_step(vol: Any, step: int | None, quiet: bool = False) -> Any:
+def _fit_step(vol: Any, step: int | None) -> Any:
     """The 3-D volume to train on: ``vol`` itself, or one time step of a series (said
-    on stderr unless ``quiet``). Cheap: commands call it before the cluster starts to
-    check ``--fit-step``, and again to train."""
+    on stderr). Lazy and cheap: commands call it before the cluster starts."""
     if vol.ndim != 4:
         if step is not None:
             raise ValueError(
@@ -374,8 +373,7 @@ def _fit_step(vol: Any, step: int | None, quiet: bool = False) -> Any:
     step = 0 if step is None else step
     if not 0 <= step < vol.shape[0]:
         raise ValueError(f"--fit-step must be in 0..{vol.shape[0] - 1}, got {step}")
-    if not quiet:
-        print(f"training on time step {step} of {vol.shape[0]}", file=sys.stderr)
+    print(f"training on time step {step} of {vol.shape[0]}", file=sys.stderr)
     return vol[step]
 
 
@@ -404,10 +402,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _guard([args.input, args.labels, args.clean, args.like], [args.segmenter])
     check_new_file(args.segmenter, args.overwrite)  # a folder there fails now, not after
-    _segmenter_from(args)  # the settings and the time step, before the cluster starts
-    _fit_step(open_volume(args.input, dataset=args.dataset, **_so(args)), args.fit_step, True)
+    seg = _segmenter_from(args)  # the settings and the time step, before the cluster starts
+    training = _fit_step(open_volume(args.input, dataset=args.dataset, **_so(args)), args.fit_step)
     with _cluster(args.scheduler, args.workers):
-        _, seg = _fit(args)
+        seg = _fit(args, seg, training)
     seg.save(args.segmenter, overwrite=args.overwrite)
     stage = seg.history.get("stage3", seg.history["stage2"])
     report = {
@@ -435,6 +433,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     )
     if args.save_segmenter:
         check_new_file(args.save_segmenter, args.overwrite)
+    vol = open_volume(args.input, dataset=args.dataset, **_so(args))
     if args.segmenter:
         seg = Segmenter.load(args.segmenter)
         if args.classes is not None and args.classes != seg.n_classes:
@@ -448,13 +447,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 "--segmenter, drop them"
             )
     else:
-        _segmenter_from(args)  # check the settings before the cluster starts
-        _fit_step(open_volume(args.input, dataset=args.dataset, **_so(args)), args.fit_step, True)
+        seg = _segmenter_from(args)  # the settings and the time step, before the cluster
+        training = _fit_step(vol, args.fit_step)
     with _cluster(args.scheduler, args.workers):
-        if args.segmenter:
-            vol = open_volume(args.input, dataset=args.dataset, **_so(args))
-        else:
-            vol, seg = _fit(args)
+        if not args.segmenter:
+            seg = _fit(args, seg, training)
         result = save_volume(
             seg.transform(vol), args.output, overwrite=args.overwrite, kind="labels", **_so(args)
         )

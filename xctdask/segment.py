@@ -715,10 +715,9 @@ class Segmenter:
             raise TypeError(f"flips must be True or False, got {flips!r}")
         data = unwrap(vol)
         if getattr(data, "ndim", 0) == 4:  # each step read from the store by its blocks
-            from xctdask.io.open import time_steps
+            from xctdask.io.open import each_time_step
 
-            parts = [self.transform(s, output=output, flips=flips) for s in time_steps(vol)]
-            return xr.concat(parts, dim="t")
+            return each_time_step(lambda s: self.transform(s, output=output, flips=flips), vol)
         if flips:
             return self._flipped(vol, output)
         result = predict(

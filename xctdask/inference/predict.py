@@ -383,15 +383,14 @@ def predict(
     block = _check_block(block)
     network = as_network(net, spatial_dims=spatial_dims, outputs=outputs)
     if getattr(unwrap(vol), "ndim", 0) == 4:  # a series: each step read by its own blocks
-        from xctdask.io.open import time_steps
+        from xctdask.io.open import each_time_step
 
         options = dict(
             output=output, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
             axes=axes, context=context, normalize=normalize, device=device,
             precision=precision, channels_last=channels_last, block=block,
         )  # fmt: skip
-        parts = [predict(step, network, **options) for step in time_steps(vol)]
-        return xr.concat(parts, dim="t", combine_attrs="override")
+        return each_time_step(lambda step: predict(step, network, **options), vol)
     validate_volume(vol)
     dims = network.spatial_dims
     if dims == 2:

@@ -25,7 +25,7 @@ from xctdask.io.readers import (
     ZarrReader,
 )
 
-__all__ = ["as_volume", "grown_chunks", "open_volume", "time_steps"]
+__all__ = ["as_volume", "each_time_step", "grown_chunks", "open_volume", "time_steps"]
 
 DIMS = ("z", "y", "x")
 _KEPT = ("voxel_size", "unit", "kind", "class_names", "storage_chunks")
@@ -516,3 +516,16 @@ def time_steps(vol: Any) -> list[Any]:
                 )
         steps.append(step)
     return steps
+
+
+def each_time_step(function: Any, vol: Any) -> xr.DataArray:
+    """``function`` applied to every step of a ``(t, z, y, x)`` series (lazily, see
+    :func:`time_steps`), the results joined along a leading ``t`` dim.
+
+    Examples
+    --------
+    >>> series = open_volume(np.zeros((3, 2, 4, 4), np.float32), dims=("t", "z", "y", "x"))
+    >>> each_time_step(lambda step: step + 1, series).dims
+    ('t', 'z', 'y', 'x')
+    """
+    return xr.concat([function(step) for step in time_steps(vol)], dim="t")

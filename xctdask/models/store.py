@@ -61,9 +61,7 @@ def atomic_save(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
     The one way xctdask writes model files, checkpoints and Segmenters.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give a file name inside it")
+    path = check_new_file(path, overwrite=True)  # callers decide about existing files
     tmp = path.with_name(path.name + ".tmp")
     try:
         torch.save(state, tmp)

@@ -429,10 +429,9 @@ class PseudoLabeler:
         self._check_fitted()
         data = unwrap(vol)
         if getattr(data, "ndim", 0) == 4:  # each step read from the store by its blocks
-            from xctdask.io.open import time_steps
+            from xctdask.io.open import each_time_step
 
-            steps = [self.predict(step, mask=mask) for step in time_steps(vol)]
-            return xr.concat(steps, dim="t")
+            return each_time_step(lambda step: self.predict(step, mask=mask), vol)
         self._check_volume(vol)
         if isinstance(mask, str) and mask == "fit":
             mask = self.mask
