@@ -505,9 +505,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
     import inspect
 
     from xctdask.studies import STUDIES
-    from xctdask.studies.common import load_data
+    from xctdask.studies.common import check_result_free, load_data
 
     _guard([args.volume, args.labels], [args.out])
+    check_result_free(args.out, args.name, overwrite=args.overwrite)
     options = _study_options(args.set or [])
     module = importlib.import_module(f"xctdask.studies.{STUDIES[args.name]}")
     accepted = set(inspect.signature(module.run).parameters) - {"data", "size", "seed", "progress"}
@@ -531,7 +532,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     context = _cluster(args.scheduler, args.workers) if args.scheduler else nullcontext()
     with context:
         result = module.run(data, size=args.size, seed=args.seed, progress=True, **options)
-    path = result.save(args.out)
+    path = result.save(args.out, overwrite=args.overwrite)
     print(result.summary)
     print(f"numbers: {path}; figures: {', '.join(sorted(result.figures)) or 'none'}")
     return 0
@@ -539,9 +540,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from xctdask.io import open_volume
+    from xctdask.studies.common import check_result_free
     from xctdask.studies.report import report
 
     _guard([args.pred, args.truth, args.image], [args.out])
+    if args.out:
+        check_result_free(args.out, "report", overwrite=args.overwrite)
     so = _so(args)
     pred, truth = open_volume(args.pred, **so), open_volume(args.truth, **so)
     image = open_volume(args.image, **so) if args.image else None
@@ -553,7 +557,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     with context:
         result = report(pred, truth, n_classes, image=image, class_names=names, bins=args.bins)
     if args.out:
-        path = result.save(args.out)
+        path = result.save(args.out, overwrite=args.overwrite)
         print(f"numbers: {path}", file=sys.stderr)
     print(result.summary)
     return 0
@@ -816,6 +820,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="xctdask-study", help="output folder (default: %(default)s)")
     p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier result of this study in --out"
+    )
+    p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
@@ -835,6 +842,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="the scan, for class-wise gray-value histograms")
     p.add_argument("--bins", type=_positive, help="histogram bins (default: exact or 256)")
     p.add_argument("--out", help="folder for report.json and the figures")
+    p.add_argument("--overwrite", action="store_true", help="replace a report.json in --out")
     cluster_options(p)
     p.set_defaults(func=_cmd_report)
 

@@ -161,6 +161,14 @@ def test_the_study_command_on_a_users_zarr_volume(tmp_path, capsys):
     inside = str(tmp_path / "scan.zarr" / "study")
     assert main([*args[:-1], inside]) == 2
     assert "refusing to write" in capsys.readouterr().err
+    # a second run into the same folder is refused before any work, then replaces it
+    before = (out / "over-classes.json").read_text()
+    assert main(args) == 2
+    assert "over-classes.json exists" in capsys.readouterr().err
+    assert (out / "over-classes.json").read_text() == before
+    assert main([*args, "--set", "clusters=[3]", "--overwrite"]) == 0
+    assert len(json.loads((out / "over-classes.json").read_text())["runs"]) == 1
+    assert "K3" in json.dumps(json.loads((out / "over-classes.json").read_text())["figures"])
     # a volume without labels needs a class count, asked for by its flag once
     assert main(["study", "learning-curve", "--volume", str(tmp_path / "scan.zarr")]) == 2
     assert capsys.readouterr().err.rstrip().endswith("say how many classes: --classes")
@@ -186,3 +194,15 @@ def test_the_report_command(tmp_path, capsys):
     assert body["table"]["micro"]["f1"] == pytest.approx(np.mean(pred == truth))
     assert main(["report", str(tmp_path / "pred.zarr"), str(tmp_path / "truth.zarr")]) == 2
     assert "--classes" in capsys.readouterr().err
+    # an earlier report in --out is kept unless --overwrite
+    again = ["report", str(tmp_path / "truth.zarr"), str(tmp_path / "truth.zarr"),
+             "--classes", "3", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(again) == 2
+    assert "report.json exists" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r" / "report.json").read_text()) == body
+    assert main([*again, "--overwrite"]) == 0
+    assert json.loads((tmp_path / "r" / "report.json").read_text()) != body
+    # a file where the folder goes is refused before the report is computed
+    (tmp_path / "file").write_text("x")
+    assert main([*again[:-1], str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -24,6 +24,7 @@ __all__ = [
     "RunSize",
     "StudyData",
     "StudyResult",
+    "check_result_free",
     "fit_network",
     "held_out",
     "load_data",
@@ -286,10 +287,26 @@ class StudyResult:
     summary: str
     figures: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def save(self, out: str | Path) -> Path:
-        """Write ``<study>.json`` and ``<study>-<figure>.png`` into the folder ``out``."""
+    def save(self, out: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``<study>.json``, ``<study>.txt`` and ``<study>-<figure>.png`` into
+        the folder ``out``; an earlier result of the same study there is refused unless
+        ``overwrite`` (other files in the folder are left alone).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> result = StudyResult("demo", {"miou": 0.5}, "mIoU 0.5")
+        >>> folder = tempfile.mkdtemp()
+        >>> result.save(folder).name
+        'demo.json'
+        >>> result.save(folder)
+        Traceback (most recent call last):
+        ...
+        FileExistsError: ...demo.json exists (an earlier demo result); choose ...
+        """
         import matplotlib.pyplot as plt
 
+        check_result_free(out, self.study, overwrite=overwrite)
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -303,6 +320,26 @@ class StudyResult:
         target.write_text(dumps(body) + "\n")
         (folder / f"{self.study}.txt").write_text(self.summary + "\n")
         return target
+
+
+def check_result_free(out: str | Path, study: str, *, overwrite: bool = False) -> None:
+    """Refuse, before any work, a folder that already holds a result of ``study``
+    (its ``<study>.json``), unless ``overwrite``; a file where the folder goes is
+    refused too.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> check_result_free(tempfile.mkdtemp(), "report")  # nothing there yet
+    """
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file; results go into a folder")
+    target = folder / f"{study}.json"
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"{target} exists (an earlier {study} result); choose another folder or overwrite it"
+        )
 
 
 def settings(run: RunSize, **extra: Any) -> dict[str, Any]:
