@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -51,6 +53,16 @@ def test_outliers_trigger_a_robust_second_pass():
         h = intensity_histogram(da.from_array(x, chunks=(4, 32, 32)))
     assert 3 <= h.n_clipped < 0.001 * x.size and h.vmax == 1e7
     assert h.counts.size >= 1024  # the bulk is resolved again
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32])
+def test_wide_integers_with_few_values_keep_one_bin_per_value_without_a_warning(dtype):
+    x = np.random.default_rng(0).integers(0, 1000, (4, 20, 20)).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "outliers stretch the range" for a plain range
+        h = intensity_histogram(da.from_array(x, chunks=(2, 20, 20)))
+    assert h.bin_width == 1 and h.n_clipped == 0
+    np.testing.assert_array_equal(h.counts, np.bincount(x.ravel())[x.min() :])
 
 
 def test_all_nan_is_an_error():

@@ -454,6 +454,8 @@ def _maybe_robust(vol, mask, hist: Histogram, bins: int, e_min: int, progress: b
     first = hist
     if not hist.vmax > hist.vmin:
         return hist  # constant: nothing to resolve
+    if hist.bin_width <= 2.0**e_min:
+        return hist  # one bin per value already (an integer volume): nothing finer exists
     for _ in range(3):
         lo, hi = (float(v) for v in hist.quantile([1e-4, 1 - 1e-4]))
         if (hi - lo) / hist.bin_width >= bins / 8 or hi <= lo:
