@@ -270,6 +270,18 @@ def test_predict_command(tmp_path, client, capsys):
     np.testing.assert_array_equal(open_volume(out).values, expected.compute().values)
     assert main(argv) == 2  # the output exists: refused
     assert "exists" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        # with --scheduler the workers' devices count: the graph is built against them,
+        # and their own error comes back in the flag's words
+        gpu = [*argv[:3], str(tmp_path / "gpu.zarr"), "--tile", "32", "--device", "cuda"]
+        assert main([*gpu, *argv[-2:]]) == 2
+        assert "--device must be one this process has" in capsys.readouterr().err
+        # without, the local cluster runs here: refused before it starts, nothing written
+        assert main(gpu) == 2
+        assert "--device must be one this process has" in capsys.readouterr().err
+        assert main([*gpu[:-1], "tpu"]) == 2
+        assert "--device must be 'auto'" in capsys.readouterr().err
+        assert not (tmp_path / "gpu.zarr").exists()
     probabilities = tmp_path / "p.zarr"
     argv = ["predict", str(tmp_path / "vol.zarr"), str(model), str(probabilities)]
     assert main([*argv, "--output", "confidence", "--tile", "32"]) == 0

@@ -119,6 +119,11 @@ def test_bad_input(phantom):
     )
     with pytest.raises(ValueError, match="clean"):
         train(stacked, _sampler(phantom, patch=(6, 16, 16)), steps=2, progress=False)
+    with pytest.raises(ValueError, match="device must be 'auto'"):
+        train(net, _sampler(phantom), steps=2, device="gpu", progress=False)
+    if not torch.cuda.is_available():  # refused before the first step, not in it
+        with pytest.raises(ValueError, match="no CUDA GPU here"):
+            train(net, _sampler(phantom), steps=2, device="cuda:0", progress=False)
 
 
 def test_nan_voxels_of_the_scan_and_clean_scan_do_not_poison_training(phantom):

@@ -295,20 +295,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     )
     net = load(args.model)
     vol = open_volume(args.input, dataset=args.dataset, **_so(args))
-    result = predict(
-        vol,
-        net,
-        output=args.output_kind,
-        tile=args.tile[0] if args.tile and len(args.tile) == 1 else args.tile,
-        overlap=args.overlap,
-        blend=args.blend,
-        batch_size=args.batch_size,
-        axes=args.axes,
-        device=args.device,
-        precision=args.precision,
-    )
+
+    def lazy_result():
+        return predict(
+            vol,
+            net,
+            output=args.output_kind,
+            tile=args.tile[0] if args.tile and len(args.tile) == 1 else args.tile,
+            overlap=args.overlap,
+            blend=args.blend,
+            batch_size=args.batch_size,
+            axes=args.axes,
+            device=args.device,
+            precision=args.precision,
+        )
+
+    # A local cluster runs on this machine: the graph is built (and its settings and
+    # --device checked here) before it starts. A --scheduler's workers have their own
+    # devices and memory limits: the graph is built against them.
+    result = None if args.scheduler else lazy_result()
     kind = "labels" if args.output_kind == "labels" else "image"
     with _cluster(args.scheduler, args.workers):
+        result = lazy_result() if result is None else result
         written = save_volume(result, args.output, overwrite=args.overwrite, kind=kind, **_so(args))
     report = {
         "output": str(args.output),

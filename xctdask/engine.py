@@ -39,6 +39,7 @@ __all__ = [
     "SelfCorrectionTask",
     "SupervisedTask",
     "Task",
+    "check_device",
     "evaluate",
     "fit_loop",
     "make_config",
@@ -186,6 +187,7 @@ class FitConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.snapshot_every is not None and self.snapshot_every < 1:
             raise ValueError(f"snapshot_every must be ≥ 1, got {self.snapshot_every!r}")
+        check_device(self.device)  # training runs in this process
 
 
 @dataclass
@@ -298,10 +300,52 @@ class History:
         return out
 
 
+def check_device(device: Any, *, here: bool = True) -> None:
+    """Refuse, before any work, a device PyTorch cannot name, or (``here``) one that
+    this process cannot use: ``"cuda"`` without a GPU, ``"cuda:3"`` with two.
+
+    ``here=False`` checks the name only, for work that runs on a cluster's workers,
+    whose devices this process cannot see.
+
+    Examples
+    --------
+    >>> check_device("cpu"); check_device("auto"); check_device("cuda:1", here=False)
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (or another ...), got 'gpu'
+    """
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            "device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (or another PyTorch device), "
+            f"got {device!r}"
+        ) from None
+    if not here or parsed.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(
+            f"device must be one this process has: PyTorch sees no CUDA GPU here (torch "
+            f"{torch.__version__}), so {device!r} cannot run; use 'auto' or 'cpu', or "
+            "install a CUDA build of PyTorch"
+        )
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(
+            f"device must be one this process has: {device!r} was asked for, but it has "
+            f"{count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+        )
+
+
 def resolve_device(device: str) -> torch.device:
-    """``"auto"``: CUDA when present, else the CPU."""
+    """``"auto"``: CUDA when present, else the CPU; a device this process cannot use
+    is refused in words (see :func:`check_device`)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     return torch.device(device)
 
 

@@ -265,6 +265,24 @@ def test_runs_on_a_local_cluster(client, net25d):
     assert np.abs(got - ref).max() < 1e-5
 
 
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without GPU")
+
+
+@NO_GPU
+def test_a_device_this_process_lacks_is_refused_before_the_graph(net25d):
+    for device, words in (("tpu", "device must be 'auto'"), ("cuda", "no CUDA GPU here")):
+        with pytest.raises(ValueError, match=words):
+            xd.predict(VOLUME, net25d, tile=32, device=device)
+
+
+@NO_GPU
+def test_a_device_the_workers_lack_fails_in_words_on_the_workers(client, net25d):
+    # with a cluster the workers' devices count, not this process's: the graph is built
+    out = xd.predict(da.from_array(VOLUME, chunks=(3, 35, 45)), net25d, tile=32, device="cuda")
+    with pytest.raises(ValueError, match="no CUDA GPU here"):
+        client.compute(out.data).result()
+
+
 def test_a_stored_series_is_predicted_step_by_step_from_the_store(tmp_path, net25d):
     series = np.stack([VOLUME, VOLUME[::-1] * 0.5])
     xd.save_volume(

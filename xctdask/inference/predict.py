@@ -34,6 +34,7 @@ from dask.highlevelgraph import HighLevelGraph
 from torch import nn
 
 from xctdask.backend import as_dask, meta_like, unwrap, validate_volume
+from xctdask.engine import check_device
 from xctdask.inference.lattice import BLENDS
 from xctdask.inference.mergers import MERGERS, OUTPUTS
 from xctdask.inference.plan import PRECISIONS, InferencePlan
@@ -337,7 +338,10 @@ def predict(
         :func:`xctdask.train`), else "volume": the mean and std of the finite voxels,
         computed lazily as part of the same graph (one extra read of the volume).
     device : str
-        "auto" picks each worker's GPU when it has one, else its CPU.
+        "auto" picks each worker's GPU when it has one, else its CPU; "cpu", "cuda",
+        "cuda:N" force one. A name PyTorch does not know is refused at once; so is a
+        GPU this process lacks when no cluster is active (the blocks run here). On a
+        cluster each worker checks its own devices and fails the task in those words.
     precision : {"auto", "fp32", "bf16", "fp16"}
         Autocast precision; "auto" is bf16 on GPU and fp32 on CPU.
     channels_last : {"auto", "on", "off"}
@@ -381,6 +385,10 @@ def predict(
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
     block = _check_block(block)
+    from xctdask.cluster import active_client
+
+    # without a cluster the blocks run in this process: its devices are the ones to check
+    check_device(device, here=active_client() is None)
     network = as_network(net, spatial_dims=spatial_dims, outputs=outputs)
     if getattr(unwrap(vol), "ndim", 0) == 4:  # a series: each step read by its own blocks
         from xctdask.io.open import each_time_step
