@@ -120,6 +120,9 @@ def test_shape_mismatch_and_bad_dtype():
         metrics.mean_iou(PRED.astype(float), TRUTH, N)
     with pytest.raises(ValueError, match=r"1\.\.255"):
         metrics.confusion_matrix(PRED, TRUTH, 0)
+    for score in (metrics.mean_iou, metrics.iou, metrics.dice, metrics.pixel_accuracy):
+        with pytest.raises(ValueError, match=r"^n_classes must be an integer in 1\.\.255"):
+            score(PRED, TRUTH, "3")  # named as the caller named it
 
 
 def test_inputs_are_not_modified():

@@ -89,6 +89,10 @@ def test_bad_input():
         metrics.ssim(TEST, REF, win_size=4)
     with pytest.raises(ValueError, match="3-D"):
         metrics.ssim(TEST[0], REF[0])
+    flat = np.ones_like(REF)
+    with pytest.raises(ValueError, match=r"reference is constant.*data_range="):
+        metrics.psnr(TEST, flat)  # was -inf dB, silently
+    assert np.isfinite(metrics.psnr(TEST, flat, data_range=1.0))
 
 
 def test_noise_level_finds_the_noise_under_structure_and_follows_normalisation():

@@ -135,4 +135,5 @@ def confusion_matrix(
     array([[1, 1],
            [0, 1]])
     """
+    _check_n(n_classes, "n_classes")  # in the caller's word, before contingency's
     return contingency(pred, truth, n_classes, n_classes, ignore_index=ignore_index)

@@ -60,6 +60,11 @@ def psnr(test: Any, reference: Any, *, data_range: float | None = None) -> Any:
     reference = reference.astype(np.float64)
     scored = np.isfinite(reference)
     r = _finite_range(reference) if data_range is None else _data_range(reference, data_range)
+    if data_range is None and not is_dask(r) and not r > 0:  # (Dask: -inf when computed)
+        raise ValueError(
+            "the reference is constant (its finite voxels span a range of 0), so PSNR "
+            "has no peak to refer to: give data_range="
+        )
     diff = np.where(scored, test.astype(np.float64) - reference, 0.0)
     mse = (diff * diff).sum() / scored.sum()
     return 10 * np.log10(r * r / mse)
