@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
+import xctdask as xd
 from xctdask.io.rawinfo import write_raw
 from xctdask.io.readers import Hdf5Reader, MultiPageTiffReader, RawReader, TiffStackReader
 
@@ -76,20 +77,30 @@ def test_stack_rejects_slices_of_other_shape(tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()
     tifffile.imwrite(folder / "a0.tif", np.zeros((4, 4), np.uint8))
-    tifffile.imwrite(folder / "a1.tif", np.zeros((5, 4), np.uint8))
-    with pytest.raises(ValueError, match="shape"):
-        TiffStackReader(folder)[:]
+    tifffile.imwrite(folder / "a1.tif", np.zeros((4, 4), np.uint8))
+    reader = TiffStackReader(folder)
+    tifffile.imwrite(folder / "a1.tif", np.zeros((5, 4), np.uint8))  # changed after opening
+    with pytest.raises(ValueError, match=r"a1\.tif has shape"):
+        reader[:]
+    # a cropped slice among many is refused when the stack is opened, named
+    for i in range(2, 40):
+        tifffile.imwrite(folder / f"a{i}.tif", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"a1.tif has shape \(5, 4\); .*a0.tif\) has \(4, 4\)"):
+        xd.open_volume(folder)
 
 
 def test_stack_refuses_a_slice_of_another_type_instead_of_casting_it(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     tifffile.imwrite(folder / "a0.tif", np.zeros((4, 4), np.uint16))
-    tifffile.imwrite(folder / "a1.tif", np.full((4, 4), 0.5, np.float32))
+    tifffile.imwrite(folder / "a1.tif", np.zeros((4, 4), np.uint16))
     reader = TiffStackReader(folder)
     assert reader[:1].dtype == np.uint16  # the first slice sets the type
+    tifffile.imwrite(folder / "a1.tif", np.full((4, 4), 0.5, np.float32))
     with pytest.raises(ValueError, match=r"a1.tif holds float32 voxels; .* holds uint16"):
-        reader[:]
+        reader[:]  # changed after opening: refused when read
+    with pytest.raises(ValueError, match=r"a1.tif holds float32 voxels; .* holds uint16"):
+        TiffStackReader(folder)  # when opened
 
 
 def test_stack_reads_big_endian_slices(tmp_path):
