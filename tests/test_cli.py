@@ -186,6 +186,26 @@ def test_a_folder_given_for_a_file_is_refused_before_any_work(tmp_path, capsys, 
     assert (tmp_path / "folder" / "keep.txt").read_text() == "kept"
 
 
+@pytest.mark.parametrize("command", ["segment", "pseudo-labels", "predict", "convert"])
+def test_an_output_named_like_a_tiff_is_refused_before_any_work(tmp_path, capsys, command):
+    save_volume(np.arange(256, dtype=np.uint16).reshape(4, 8, 8), tmp_path / "v.zarr")
+    argv = [command, str(tmp_path / "v.zarr"), str(tmp_path / "labels.tif")]
+    if command == "predict":
+        from xctdask import models
+
+        models.save(models.build("unet2d", 1, 2, depth=1, f0=2), tmp_path / "net.pt")
+        argv.insert(2, str(tmp_path / "net.pt"))
+    if command in ("segment", "pseudo-labels"):
+        argv += ["--classes", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "labels.tif names a .tif file, but xctdask writes Zarr stores" in err
+    assert "Dask dashboard" not in err  # no cluster was started
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["net.pt", "v.zarr"][command != "predict" :]
+    )
+
+
 def test_pseudo_labels_command(tmp_path, client, capsys):
     from xctdask import phantoms
     from xctdask.pseudolabels import PseudoLabeler, pseudo_labels

@@ -156,9 +156,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from xctdask.io import open_volume, save_volume
+    from xctdask.io import check_store_path, open_volume, save_volume
 
     _guard([args.input], [args.output])
+    check_store_path(args.output)
     chunks = tuple(args.chunks) if args.chunks else None
     vol = open_volume(
         args.input, dataset=args.dataset, voxel_size=args.voxel_size, unit=args.unit, **_so(args)
@@ -393,11 +394,13 @@ def _refuse_existing(
 ) -> None:
     """Fail before any work if an output exists, unless it is ``resumable``: an
     interrupted write of an output store, which the run then completes."""
-    from xctdask.io import is_interrupted_write
+    from xctdask.io import check_store_path, is_interrupted_write
     from xctdask.io.locations import exists
 
     options = (storage_options or {}).get("storage_options")
     for path in paths:
+        if path:
+            check_store_path(path)
         if path and exists(path, options) and not overwrite:
             if path == resumable and is_interrupted_write(path, options):
                 print(f"resuming the interrupted write of {path}", file=sys.stderr)

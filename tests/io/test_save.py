@@ -50,6 +50,14 @@ def test_existing_output_is_an_error_and_untouched(tmp_path):
     assert open_volume(tmp_path / "v.zarr").values.max() == 0
 
 
+@pytest.mark.parametrize("name", ["out.tif", "out.TIFF", "out.h5", "out.npy", "out.nii.gz"])
+def test_a_store_named_like_another_format_is_refused_before_writing(tmp_path, name):
+    with pytest.raises(ValueError, match=r"names a \.\w+ file, but xctdask writes Zarr"):
+        save_volume(SOURCE, tmp_path / name, progress=False)
+    assert not (tmp_path / name).exists()
+    save_volume(SOURCE, tmp_path / "out.v1.zarr", progress=False)  # dots elsewhere are fine
+
+
 def test_overwrite_never_deletes_a_non_zarr_folder(tmp_path):
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "precious.txt").write_text("data")

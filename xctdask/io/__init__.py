@@ -17,7 +17,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         "open": ["as_volume", "open_volume"],
         "projections": ["open_projections"],
         "rawinfo": ["read_raw_info", "write_raw"],
-        "save": ["SaveResult", "is_interrupted_write", "save_volume"],
+        "save": ["SaveResult", "check_store_path", "is_interrupted_write", "save_volume"],
         "verify": ["StoreCheck", "check_store"],
     },
 )
@@ -27,6 +27,7 @@ __all__ = [
     "StoreCheck",
     "as_volume",
     "check_store",
+    "check_store_path",
     "is_interrupted_write",
     "open_projections",
     "open_volume",

@@ -36,7 +36,7 @@ from xctdask.io.omezarr import downsample, multiscales_metadata
 
 _SERIES_DIMS = ("t", "z", "y", "x")  # a 4-D array's dims when it does not name them
 
-__all__ = ["SaveResult", "save_volume"]
+__all__ = ["SaveResult", "check_store_path", "save_volume"]
 
 _MARK = "xctdask"
 
@@ -352,6 +352,38 @@ def _check_chunks(chunks: Any, name: str = "chunks", ndim: int = 3) -> tuple[int
     return (1, *values) if len(values) < ndim else values
 
 
+#: Suffixes of file formats a Zarr store should not be named after (a "scan.tif" that
+#: is a folder of Zarr chunks would mislead every tool that sees the name).
+OTHER_FORMATS = (
+    ".tif", ".tiff", ".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi", ".raw", ".npy",
+    ".npz", ".nii", ".gz", ".mrc", ".rec", ".png", ".jpg", ".jpeg", ".pt", ".json",
+)  # fmt: skip
+
+
+def check_store_path(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output store named like a file of another format.
+
+    :func:`save_volume` writes Zarr stores (folders); given ``out.tif`` it would make a
+    folder called ``out.tif``, which neither a TIFF reader nor a person expects.
+
+    Examples
+    --------
+    >>> check_store_path("labels.zarr"); check_store_path("s3://bucket/labels")
+    >>> check_store_path("labels.tif")
+    Traceback (most recent call last):
+    ...
+    ValueError: labels.tif names a .tif file, but xctdask writes Zarr stores ...
+    """
+    name = str(path).rstrip("/").rsplit("/", 1)[-1]
+    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if suffix in OTHER_FORMATS:
+        raise ValueError(
+            f"{path} names a {suffix} file, but xctdask writes Zarr stores (folders of "
+            f"chunks): use a path ending in .zarr; to get a {suffix} file, convert the "
+            "store afterwards (for example with tifffile or h5py)"
+        )
+
+
 def save_volume(
     data: Any,
     path: str | Path,
@@ -458,6 +490,7 @@ def save_volume(
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
     if shards is not None and shards is not False and zarr_format != 3:
         raise ValueError("shards need zarr_format=3")
+    check_store_path(path)
     check_output(path, data, inputs=[source_attrs.get("source")])
 
     array_in = unwrap(data)
