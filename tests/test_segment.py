@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -112,6 +114,27 @@ def test_a_stored_time_series_is_read_step_by_step_from_the_store(unsupervised, 
     saved = xd.open_volume(tmp_path / "labels.zarr")
     assert saved.dims == ("t", "z", "y", "x") and saved.attrs["storage_chunks"] == [1, 4, 48, 48]
     np.testing.assert_array_equal(saved.values, labels.values)
+
+
+def test_grey_values_in_another_type_than_the_fit_are_flagged(unsupervised, phantom, tmp_path):
+    assert unsupervised.dtype_ == str(phantom.hq.dtype) == "float32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # floats of any width are the same grey values
+        unsupervised.transform(phantom.hq.astype(np.float64))
+    as_integers = (phantom.hq * 1000).astype(np.uint16)
+    with pytest.warns(UserWarning, match=r"fitted on float32 grey values and is given uint16"):
+        unsupervised.transform(as_integers)
+    back = xd.Segmenter.load(unsupervised.save(tmp_path / "seg.pt"))  # kept in the file
+    with pytest.warns(UserWarning, match="is given uint16"):
+        back.transform(as_integers)
+
+
+def test_labels_without_a_class_are_flagged(phantom):
+    sparse = np.full(phantom.labels.shape, 255, np.uint8)
+    sparse[10] = np.minimum(phantom.labels.values[10], 1)  # classes 0 and 1, never 2
+    seg = xd.Segmenter(3, steps=2, steps_self_correct=0, **SMALL)
+    with pytest.warns(UserWarning, match=r"no voxel of class 2 \(of 3\)"):
+        seg.fit(phantom.hq, labels=sparse)
 
 
 def test_normalization_comes_from_the_histogram(unsupervised, phantom):

@@ -330,7 +330,11 @@ class Segmenter:
         valid = ((data >= 0) & (data < self.n_classes)) | (data == 255)
         bad_values = da.unique(da.where(valid, 255, data))
         per_slice = (data != 255).sum(axis=(1, 2))
-        n_bad, per_slice, found = da.compute((~valid).sum(), per_slice, bad_values)
+        classes = da.where(valid & (data != 255), data, self.n_classes).astype(np.int64)
+        per_class = da.bincount(classes.ravel(), minlength=self.n_classes + 1)
+        n_bad, per_slice, found, per_class = da.compute(
+            (~valid).sum(), per_slice, bad_values, per_class
+        )
         n_labelled = int(per_slice.sum())
         self._annotated = np.flatnonzero(np.asarray(per_slice))
         if n_bad:
@@ -346,6 +350,17 @@ class Segmenter:
             )
         if n_labelled == 0:
             raise ValueError("labels hold no labelled voxel (all 255)")
+        missing = np.flatnonzero(np.asarray(per_class)[: self.n_classes] == 0).tolist()
+        if missing:
+            names = [self.class_names[c] for c in missing] if self.class_names else missing
+            warnings.warn(
+                f"the labels hold no voxel of class {', '.join(map(str, names))} (of "
+                f"{self.n_classes}): the network cannot learn from them what that class looks "
+                "like and will rarely or never predict it; annotate a few voxels of every "
+                "class",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def fit(
         self, vol: Any, labels: Any = None, clean: Any = None, *, like: Any = None
@@ -393,6 +408,7 @@ class Segmenter:
 
         self._check(vol, labels, clean, like)
         self._preset(clean is not None)  # a preset that does not fit the data fails now
+        self.dtype_ = str(np.dtype(unwrap(vol).dtype))  # the grey values transform expects
         if labels is not None:
             self._check_label_values(labels)
         torch.manual_seed(self.seed)
@@ -718,6 +734,7 @@ class Segmenter:
             from xctdask.io.open import each_time_step
 
             return each_time_step(lambda s: self.transform(s, output=output, flips=flips), vol)
+        self._check_grey_values(data)
         if flips:
             return self._flipped(vol, output)
         result = predict(
@@ -737,6 +754,28 @@ class Segmenter:
             result = ((result - lq_mean) * (std / lq_std) + mean).astype(np.float32)
             result.attrs["grey_values"] = "the clean scan's"
         return result
+
+    def _check_grey_values(self, data: Any) -> None:
+        """Warn when ``data`` stores its grey values in another type than the fitted
+        volume (integers for floats, 8 for 16 bits, signed for unsigned): the fit's
+        normalisation is applied as it is, so a volume rescaled or offset in a
+        conversion would be segmented wrongly without a word. Floats of any width pass."""
+        fitted = getattr(self, "dtype_", None)  # absent in older Segmenter files
+        given = getattr(data, "dtype", None)
+        if fitted is None or given is None:
+            return
+        fitted, given = np.dtype(fitted), np.dtype(given)
+        if fitted == given or (fitted.kind == "f" and given.kind == "f"):
+            return
+        mean, std = self.normalization_
+        warnings.warn(
+            f"this Segmenter was fitted on {fitted} grey values and is given {given}: the "
+            f"fit's normalisation (mean {mean:.4g}, std {std:.4g}) is applied as it is, so "
+            "if the conversion rescaled or offset the grey values the labels will be wrong; "
+            "convert the volume back, or fit on this one",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _flipped(self, vol: Any, output: str) -> xr.DataArray:
         """Probabilities averaged over the four in-plane mirror images (lazy)."""
@@ -831,7 +870,7 @@ class Segmenter:
         return seg
 
 
-_CHOSEN_IN_FIT = ("pseudo_sigma_", "steps_self_correct_")
+_CHOSEN_IN_FIT = ("pseudo_sigma_", "steps_self_correct_", "dtype_")
 
 
 def _histogram_stats(hist: Any) -> tuple[float, float]:
