@@ -70,6 +70,54 @@ def test_zarr_group_needs_dataset_when_ambiguous(tmp_path):
         open_volume(tmp_path / "g.zarr", dataset="c")
 
 
+def _ome_image(path, data, axes, scale, zarr_format):
+    """An OME-Zarr image as other tools write it (ome-zarr-py's default is t, c, z, y, x),
+    by hand from the NGFF specification: 0.4 for Zarr v2, 0.5 for Zarr v3."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    array = group.create_array("0", shape=data.shape, chunks=(1, 1, 3, 5, 6)[-data.ndim :],
+                               dtype=data.dtype)  # fmt: skip
+    array[:] = data
+    kinds = {"t": "time", "c": "channel"}
+    ms = {
+        "axes": [{"name": a, "type": kinds.get(a, "space"), **({"unit": "micrometer"}
+                  if a in "zyx" else {})} for a in axes],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale",
+                      "scale": scale}]}],
+    }  # fmt: skip
+    if zarr_format == 3:
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [ms]}
+    else:
+        group.attrs["multiscales"] = [{"version": "0.4", **ms}]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_an_ome_zarr_image_with_channel_and_time_axes_opens_as_a_volume(tmp_path, zarr_format):
+    import xctdask as xd
+
+    scale = [1.0, 1.0, 2.0, 0.5, 0.5]
+    _ome_image(tmp_path / "one.zarr", VOLUME[None, None], "tczyx", scale, zarr_format)
+    vol = open_volume(tmp_path / "one.zarr")  # the singleton t and c are left out
+    _check(vol)
+    assert vol.attrs["voxel_size"] == (2.0, 0.5, 0.5) and vol.attrs["unit"] == "micrometer"
+    assert vol.data.chunksize == (6, 10, 12) or vol.attrs["storage_chunks"] == [3, 5, 6]
+    np.testing.assert_array_equal(vol[2:5, 3:9, 1:7].values, VOLUME[2:5, 3:9, 1:7])
+    # predict reads it straight from the store, as it reads a 3-D store
+    net = xd.models.build("unet2d", 1, 2, depth=1, f0=2)
+    np.testing.assert_array_equal(
+        xd.predict(vol, net, tile=8).values, xd.predict(VOLUME, net, tile=8).values
+    )
+    # several time steps of one channel: a (t, z, y, x) series
+    steps = np.stack([VOLUME, VOLUME[::-1]])[:, None]
+    _ome_image(tmp_path / "series.zarr", steps, "tczyx", scale, zarr_format)
+    series = open_volume(tmp_path / "series.zarr")
+    assert series.dims == ("t", "z", "y", "x")
+    np.testing.assert_array_equal(series.values, steps[:, 0])
+    # several channels are not a grey-value scan
+    _ome_image(tmp_path / "rgb.zarr", np.stack([VOLUME] * 3)[None], "tczyx", scale, zarr_format)
+    with pytest.raises(ValueError, match=r"OME-Zarr image with 3 channels \(axes time"):
+        open_volume(tmp_path / "rgb.zarr")
+
+
 @pytest.mark.parametrize("zarr_format", [3, 2])
 def test_ome_zarr_levels_and_voxel_size(tmp_path, zarr_format):
     vol = open_volume(VOLUME, voxel_size=(2.0, 0.5, 0.5), unit="micrometer")

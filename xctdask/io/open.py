@@ -28,6 +28,7 @@ from xctdask.io.readers import (
 __all__ = ["as_volume", "each_time_step", "grown_chunks", "open_volume", "time_steps"]
 
 DIMS = ("z", "y", "x")
+SERIES_DIMS = ("t", "z", "y", "x")
 _KEPT = ("voxel_size", "unit", "kind", "class_names", "storage_chunks")
 _TIFF = (".tif", ".tiff")
 _HDF5 = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi")
@@ -87,9 +88,12 @@ def _zarr_source(
             for t in entry.get("coordinateTransformations", []):
                 if t.get("type") == "scale":
                     meta["voxel_size"] = tuple(float(s) for s in t["scale"][-3:])
-            units = [ax.get("unit") for ax in multiscales.get("axes", [])[-3:]]
+            axes = multiscales.get("axes", [])
+            units = [ax.get("unit") if isinstance(ax, dict) else None for ax in axes[-3:]]
             if units and units[0]:
                 meta["unit"] = units[0]
+            if len(axes) > 3:  # (t, c, z, y, x) and kin: which axes are not space
+                meta["ome_axes"] = [_axis_kind(ax) for ax in axes]
         else:
             _no_levels(path, level)
             arrays = sorted(name for name, _ in node.arrays())
@@ -105,6 +109,43 @@ def _zarr_source(
     attrs.update(dict(array.attrs))
     attrs.update(meta)
     return array, attrs, _complete(group_attrs) or _complete(dict(array.attrs))
+
+
+def _axis_kind(axis: Any) -> str:
+    """An NGFF axis as "time", "channel" or "space" (0.3 names them only: t, c, z...)."""
+    if isinstance(axis, dict):
+        kind = axis.get("type")
+        if kind in ("time", "channel", "space"):
+            return kind
+        axis = axis.get("name", "")
+    return {"t": "time", "c": "channel"}.get(str(axis).lower(), "space")
+
+
+def _ome_layout(array: Any, attrs: dict[str, Any], where: Any) -> tuple[dict[int, int], bool]:
+    """The axes of an OME-Zarr image beyond (z, y, x) to hold at index 0 (a singleton
+    channel or time axis), and whether a time axis of several steps stays (a series).
+
+    Several channels are refused: xctdask reads grey-value scans."""
+    kinds = attrs.get("ome_axes")
+    if not kinds or len(kinds) != len(array.shape):
+        return {}, False
+    fixed, series = {}, False
+    for axis, (kind, size) in enumerate(zip(kinds, array.shape, strict=True)):
+        if kind == "space":
+            continue
+        if size == 1:
+            fixed[axis] = 0
+        elif kind == "time" and not series:
+            series = True
+        else:
+            raise ValueError(
+                f"{where} is an OME-Zarr image with {size} channels (axes "
+                f"{', '.join(kinds)}, shape {tuple(array.shape)}); xctdask reads one grey "
+                "value per voxel: write the channel you want to its own store first"
+            )
+    if sum(k == "space" for k in kinds) != 3:
+        return {}, False
+    return fixed, series
 
 
 def _no_levels(path: Any, level: int) -> None:
@@ -451,8 +492,11 @@ def _from_zarr(array, attrs, complete, where, chunks, voxel_size, unit, dims) ->
     stored_dims = attrs.get("dims")
     if dims == DIMS and len(array.shape) == 4 and stored_dims and len(stored_dims) == 4:
         dims = tuple(str(d) for d in stored_dims)
-    validate_volume(array, name=str(where), ndim=len(dims))
-    reader = ZarrReader(array, str(where), verify=complete)
+    fixed, series = _ome_layout(array, attrs, where)
+    reader = ZarrReader(array, str(where), verify=complete, fixed=fixed)
+    if series and dims == DIMS:  # an OME-Zarr time series: (t, z, y, x)
+        dims = SERIES_DIMS
+    validate_volume(reader, name=str(where), ndim=len(dims))
     if chunks is None:
         chunks = grown_chunks(reader.grid, reader.shape, reader.dtype.itemsize)
     data = da.from_array(

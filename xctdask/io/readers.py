@@ -327,19 +327,36 @@ class ZarrReader(VolumeReader):
         chunk must exist: a missing one is an error naming it instead of reading as
         the fill value.
 
+    fixed : dict of int to int, optional
+        Axes of the array held at one index and left out of the reader's shape: the
+        singleton channel and time axes of an OME-Zarr ``(t, c, z, y, x)`` image.
+
     A chunk that cannot be decoded (a truncated or corrupt file) raises ``OSError``
     naming the store and the chunk key. Picklable: Dask ships it to the workers.
     """
 
-    def __init__(self, array: Any, where: str, *, verify: bool = False):
+    def __init__(
+        self, array: Any, where: str, *, verify: bool = False, fixed: dict[int, int] | None = None
+    ):
         self.array = array
         self.path = where
-        self.shape = tuple(int(s) for s in array.shape)
+        self.fixed = {int(a): int(i) for a, i in (fixed or {}).items()}
+        kept = [a for a in range(len(array.shape)) if a not in self.fixed]
+        self.shape = tuple(int(array.shape[a]) for a in kept)
         self.dtype = np.dtype(array.dtype)
-        self.chunks = tuple(int(c) for c in array.chunks)
+        self.chunks = tuple(int(array.chunks[a]) for a in kept)
         shards = getattr(array, "shards", None)
-        self.grid = tuple(int(c) for c in (shards or array.chunks))
+        self._full_grid = tuple(int(c) for c in (shards or array.chunks))
+        self.grid = tuple(self._full_grid[a] for a in kept)
         self.verify = verify
+
+    def _full(self, key: tuple[slice, ...]) -> tuple[slice, ...]:
+        """``key`` over the reader's axes as slices over every axis of the array."""
+        parts = iter(key)
+        return tuple(
+            slice(self.fixed[a], self.fixed[a] + 1) if a in self.fixed else next(parts)
+            for a in range(len(self._full_grid))
+        )
 
     @property
     def source_location(self) -> str:
@@ -357,15 +374,17 @@ class ZarrReader(VolumeReader):
                 if meta.exists():
                     stamp = os.stat(meta).st_mtime_ns
                     break
-        return ("ZarrReader", self.source_location, self.shape, str(self.dtype), stamp)
+        fixed = tuple(sorted(self.fixed.items()))
+        return ("ZarrReader", self.source_location, self.shape, str(self.dtype), stamp, fixed)
 
     def grid_keys(self, key: tuple[slice, ...]) -> list[tuple[tuple[int, ...], str]]:
-        """Grid coordinates and store keys of the chunks (shards) a region touches."""
+        """Grid coordinates (over every axis of the array) and store keys of the chunks
+        (shards) a region touches."""
         import itertools
 
         ranges = [
             range(s.start // g, -(-s.stop // g)) if s.stop > s.start else range(0)
-            for s, g in zip(key, self.grid, strict=True)
+            for s, g in zip(self._full(key), self._full_grid, strict=True)
         ]
         prefix = self.array.store_path.path
         out = []
@@ -397,8 +416,9 @@ class ZarrReader(VolumeReader):
                     + ": the store was written completely, so it has been damaged since "
                     "(run `xctdask info --check` on it)"
                 )
+        full = tuple(self.fixed[a] if a in self.fixed else s for a, s in enumerate(self._full(key)))
         try:
-            return np.asarray(self.array[key])
+            return np.asarray(self.array[full])
         except Exception as err:
             raise OSError(self._decode_error(key, err)) from None
 
@@ -406,7 +426,7 @@ class ZarrReader(VolumeReader):
         for coords, name in self.grid_keys(key):
             region = tuple(
                 slice(c * g, min((c + 1) * g, n))
-                for c, g, n in zip(coords, self.grid, self.shape, strict=True)
+                for c, g, n in zip(coords, self._full_grid, self.array.shape, strict=True)
             )
             try:
                 self.array[region]
