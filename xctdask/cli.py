@@ -120,11 +120,20 @@ def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import dask
 
     from xctdask.io import check_store, open_volume
+    from xctdask.io.locations import is_url
+    from xctdask.io.open import _looks_like_zarr
 
     vol = open_volume(args.path, dataset=args.dataset, level=args.level, **_so(args))
+    if args.check and not (is_url(args.path) or _looks_like_zarr(Path(args.path))):
+        raise ValueError(
+            f"--check verifies the chunks of a Zarr store; {args.path} is not one (the "
+            "min/max pass without --check reads every voxel of it)"
+        )
     info: dict[str, Any] = {
         "path": args.path,
         "shape": list(vol.shape),
