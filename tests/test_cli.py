@@ -28,7 +28,7 @@ def test_info_prints_shape_dtype_range(tmp_path, capsys):
     assert info["shape"] == [4, 5, 6] and info["dtype"] == "uint16"
     assert info["storage_chunks"] == [2, 5, 6] and (info["min"], info["max"]) == (0, 119)
     # --check verifies Zarr chunks: a TIFF is refused in words, before any cluster
-    tifffile.imwrite(tmp_path / "v.tif", volume)
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((6, 5, 6), np.uint16))
     assert main(["info", str(tmp_path / "v.tif"), "--check"]) == 2
     err = capsys.readouterr().err
     assert "--check verifies the chunks of a Zarr store" in err and "dashboard" not in err
