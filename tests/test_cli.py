@@ -191,6 +191,23 @@ def test_a_folder_given_for_a_file_is_refused_before_any_work(tmp_path, capsys, 
     assert (tmp_path / "folder" / "keep.txt").read_text() == "kept"
 
 
+@pytest.mark.parametrize("command", ["train", "segment"])
+@pytest.mark.parametrize("flag", ["--labels", "--clean"])
+def test_training_inputs_of_another_shape_are_refused_before_a_cluster(
+    tmp_path, capsys, command, flag
+):
+    save_volume(np.zeros((8, 16, 16), np.float32), tmp_path / "v.zarr")
+    save_volume(np.zeros((4, 16, 16), np.uint8), tmp_path / "short.zarr")
+    out = str(tmp_path / ("seg.pt" if command == "train" else "out.zarr"))
+    argv = [command, str(tmp_path / "v.zarr"), out, "--classes", "2", flag]
+    assert main([*argv, str(tmp_path / "short.zarr")]) == 2
+    err = capsys.readouterr().err
+    name = flag.lstrip("-")
+    assert f"{name} shape (4, 16, 16) does not match volume shape (8, 16, 16)" in err
+    assert "dashboard" not in err  # said before a cluster started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.zarr", "v.zarr"]
+
+
 @pytest.mark.parametrize("command", ["segment", "pseudo-labels", "predict", "convert"])
 def test_an_output_named_like_a_tiff_is_refused_before_any_work(tmp_path, capsys, command):
     save_volume(np.arange(256, dtype=np.uint16).reshape(4, 8, 8), tmp_path / "v.zarr")

@@ -367,15 +367,22 @@ def _segmenter_from(args: argparse.Namespace):
     return seg
 
 
-def _fit(args: argparse.Namespace, seg: Any, training: Any) -> Any:
-    """``seg`` (from :func:`_segmenter_from`) fitted on ``training`` (from
-    :func:`_fit_step`) with the command's labels, clean and like scans."""
+def _training_inputs(args: argparse.Namespace, seg: Any, vol: Any) -> dict[str, Any]:
+    """What ``seg`` (from :func:`_segmenter_from`) fits on: the time step of ``vol``
+    (:func:`_fit_step`) and the command's labels, clean and like scans, opened and
+    checked against each other (shapes and types, metadata only) before the cluster
+    starts. ``seg.fit(**inputs)`` trains on them."""
     from xctdask.io import open_volume
 
-    labels = open_volume(args.labels, **_so(args)) if args.labels else None
-    clean = open_volume(args.clean, **_so(args)) if args.clean else None
-    like = open_volume(args.like, **_so(args)) if args.like else None
-    return seg.fit(training, labels, clean, like=like)
+    training = _fit_step(vol, args.fit_step)
+    inputs = {
+        "vol": training,
+        "labels": open_volume(args.labels, **_so(args)) if args.labels else None,
+        "clean": open_volume(args.clean, **_so(args)) if args.clean else None,
+        "like": open_volume(args.like, **_so(args)) if args.like else None,
+    }
+    seg._check(**inputs)
+    return inputs
 
 
 def _fit_step(vol: Any, step: int | None) -> Any:
@@ -422,10 +429,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _guard([args.input, args.labels, args.clean, args.like], [args.segmenter])
     check_new_file(args.segmenter, args.overwrite)  # a folder there fails now, not after
-    seg = _segmenter_from(args)  # the settings and the time step, before the cluster starts
-    training = _fit_step(open_volume(args.input, dataset=args.dataset, **_so(args)), args.fit_step)
+    seg = _segmenter_from(args)  # the settings and the inputs, before the cluster starts
+    vol = open_volume(args.input, dataset=args.dataset, **_so(args))
+    inputs = _training_inputs(args, seg, vol)
     with _cluster(args.scheduler, args.workers):
-        seg = _fit(args, seg, training)
+        seg = seg.fit(**inputs)
     seg.save(args.segmenter, overwrite=args.overwrite)
     stage = seg.history.get("stage3", seg.history["stage2"])
     report = {
@@ -467,11 +475,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 "--segmenter, drop them"
             )
     else:
-        seg = _segmenter_from(args)  # the settings and the time step, before the cluster
-        training = _fit_step(vol, args.fit_step)
+        seg = _segmenter_from(args)  # the settings and the inputs, before the cluster
+        inputs = _training_inputs(args, seg, vol)
     with _cluster(args.scheduler, args.workers):
         if not args.segmenter:
-            seg = _fit(args, seg, training)
+            seg = seg.fit(**inputs)
         result = save_volume(
             seg.transform(vol), args.output, overwrite=args.overwrite, kind="labels", **_so(args)
         )
