@@ -151,6 +151,20 @@ def test_an_unreachable_server_is_an_os_error_naming_the_url(tmp_path, capsys):
     assert "error: cannot reach s3://xctdask-test/out.zarr" in capsys.readouterr().err
 
 
+def test_a_missing_store_or_bucket_is_said_in_words(s3, tmp_path, capsys):
+    for url in (_url("missing.zarr"), "s3://no-such-bucket/x.zarr"):
+        with pytest.raises(FileNotFoundError, match=f"no such Zarr store: nothing at {url}"):
+            xd.open_volume(url, storage_options=s3)
+    with pytest.raises(FileNotFoundError, match=r"its bucket 'no-such-bucket' does not exist"):
+        xd.save_volume(VOLUME, "s3://no-such-bucket/x.zarr", storage_options=s3, progress=False)
+    xd.save_volume(VOLUME, tmp_path / "v.zarr", progress=False)
+    argv = ["convert", _url("missing.zarr"), str(tmp_path / "out.zarr")]
+    assert main([*argv, "--storage-options", json.dumps(s3)]) == 2
+    assert "no such Zarr store: nothing at s3://xctdask-test/missing.zarr" in (
+        capsys.readouterr().err
+    )
+
+
 def test_sharded_output_is_few_files_and_resumes_shard_by_shard(tmp_path):
     out = tmp_path / "s.zarr"
     result = xd.save_volume(VOLUME, out, chunks=(2, 6, 5), shards=(4, 12, 10), progress=False)

@@ -56,7 +56,24 @@ def open_zarr(source: str | Path, mode: str = "r", storage_options: dict | None 
     try:
         return zarr.open(store=str(source), mode=mode, **kwargs)
     except Exception as err:  # zarr raises several types for unreadable stores
+        if mode == "r" and is_url(str(source)) and not _url_exists(str(source), storage_options):
+            raise FileNotFoundError(f"no such Zarr store: nothing at {source}") from None
         raise OSError(f"cannot read Zarr store {source}: {err}") from err
+
+
+def _url_exists(url: str, storage_options: dict | None) -> bool:
+    """Whether anything is at ``url`` (True when that cannot be told: the caller then
+    reports the reader's own error, e.g. a missing back-end or bad credentials). HTTP
+    cannot tell: its ``exists`` says False for a server that cannot be reached too."""
+    if url.split("://", 1)[0].lower() in ("http", "https"):
+        return True
+    try:
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        return bool(fs.exists(inner))
+    except Exception:
+        return True
 
 
 def _zarr_source(

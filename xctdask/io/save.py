@@ -104,6 +104,22 @@ class _Target:
             return remote_exists(self.fs, self.fs_path, str(self.path))
         return Path(self.path).exists()
 
+    def check_container(self) -> None:
+        """Refuse, before anything is written, a URL whose bucket (its first path
+        component) does not exist: object stores do not create buckets on write."""
+        if not self.url:
+            return
+        bucket = self.fs_path.strip("/").split("/")[0]
+        if (
+            bucket
+            and bucket != self.fs_path.strip("/")
+            and not remote_exists(self.fs, bucket, str(self.path))
+        ):
+            raise FileNotFoundError(
+                f"cannot write {self.path}: its bucket {bucket!r} does not exist (create "
+                "it first; object stores do not create buckets on write)"
+            )
+
     def is_zarr_store(self) -> bool:
         names = ("zarr.json", ".zarray", ".zgroup")
         if self.url:
@@ -264,6 +280,7 @@ def _prepare_target(target: _Target, overwrite: bool) -> bool:
     """Decide between a fresh write and a resume; return True to resume."""
 
     if not target.exists():
+        target.check_container()
         return False
     if target.is_empty_folder():  # holds nothing to lose, e.g. left by a failed tool
         target.remove()
