@@ -110,7 +110,7 @@ def montage(
                 ax.set_title(titles[col], fontsize=10)
             if col == 0:
                 ax.set_ylabel(f"{'zyx'[axis]} = {int(k)}")
-    if overlays:
+    if overlays and (class_names or shown):  # no legend for overlays with no labelled voxel
         from matplotlib.patches import Patch
 
         names = list(class_names) if class_names else [f"class {c}" for c in range(shown)]
