@@ -288,6 +288,8 @@ def test_pseudo_labels_command(tmp_path, client, capsys):
     bad = ["pseudo-labels", source, str(tmp_path / "y.zarr"), *local]
     assert main([*bad, "--sigma", "1", "1"]) == 2
     assert "--sigma must be a positive number or three" in capsys.readouterr().err
+    assert main([*bad[:-4], "--sigma", "2"]) == 2  # without --features mean
+    assert "--sigma must go with" in (err := capsys.readouterr().err) and "--features mean" in err
     assert not (tmp_path / "y.zarr").exists()
 
 

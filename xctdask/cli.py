@@ -89,6 +89,7 @@ _CLI_WORDS = {
     "(with clean=,": "(with --clean,",
     "bins must": "--bins must",
     "sigma must be a positive number or three": "--sigma must be a positive number or three",
+    "features='mean'": "--features mean",
 }
 
 

@@ -173,6 +173,13 @@ def test_bad_volumes_and_masks():
         pseudo_labels(np.zeros((2, 2, 2), dtype=complex), 2)
     with pytest.raises(ValueError, match="distinct"):
         pseudo_labels(np.array([0, 1, 0, 1], np.uint8).reshape(1, 2, 2), 3)
+
+
+@pytest.mark.parametrize("sigma", [2.0, (0, 1, 1)])
+def test_a_scale_without_a_feature_that_uses_it_is_refused(sigma):
+    with pytest.raises(ValueError, match=r"sigma must go with the 'mean' or 'std' features"):
+        PseudoLabeler(2, sigma=sigma).validate()  # was ignored: grey values have no scale
+    PseudoLabeler(2, features="mean", sigma=sigma).validate()
     with pytest.raises(ValueError, match="method"):
         pseudo_labels(np.zeros((2, 2, 2)), 2, method="dbscan")
     with pytest.raises(RuntimeError, match="not fitted"):

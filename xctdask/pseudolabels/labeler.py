@@ -218,6 +218,12 @@ class PseudoLabeler:
                 f"features={features}"
             )
         _check_sigma(self.sigma)
+        if features == ("intensity",) and np.any(np.asarray(self.sigma, dtype=float) != 1.0):
+            raise ValueError(
+                f"sigma must go with the 'mean' or 'std' features (got {self.sigma!r} with "
+                "the grey values themselves, which have no scale): add features='mean' to "
+                "cluster the local mean at that scale"
+            )
         if not (isinstance(self.max_classes, int) and 2 <= self.max_classes <= 255):
             raise ValueError(f"max_classes must be an integer in 2..255, got {self.max_classes!r}")
         if self.auto_criterion not in ("halving", "bic"):
