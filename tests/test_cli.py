@@ -1,3 +1,4 @@
+import argparse
 import json
 import subprocess
 import sys
@@ -483,3 +484,18 @@ def test_pseudo_sigma_takes_auto_or_a_scale_and_refuses_the_rest(tmp_path, capsy
             main(["segment", scan, out, "--classes", "3", "--pseudo-sigma", bad])
         assert f"expected 'auto' or a number in 0..64, got '{bad}'" in capsys.readouterr().err
     assert not (tmp_path / "labels.zarr").exists()
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    from xctdask.cli import _parser
+
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(commands.choices) >= 10
+    for name, command in commands.choices.items():
+        silent = [
+            (a.option_strings or [a.dest])[0]
+            for a in command._actions
+            if a.dest != "help" and not a.help
+        ]
+        assert not silent, f"xctdask {name} --help says nothing about {silent}"

@@ -628,7 +628,7 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     p = sub.add_parser("info", help="shape, dtype, chunks, voxel size and intensity range")
-    p.add_argument("path")
+    p.add_argument("path", help="a volume: Zarr store or URL, TIFF, raw, HDF5/NeXus")
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--level", type=int, default=0, help="OME-Zarr multiscale level")
     p.add_argument("--no-stats", action="store_true", help="skip the min/max pass over the data")
@@ -641,9 +641,15 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("convert", help="any readable volume to Zarr (resumable)")
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--chunks", type=_positive, nargs=3, metavar=("Z", "Y", "X"))
+    p.add_argument("input", help="the volume to convert (any readable format)")
+    p.add_argument("output", help="the Zarr store to write (resumes an interrupted write)")
+    p.add_argument(
+        "--chunks",
+        type=_positive,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="storage chunks (default: the input's own, else Dask's)",
+    )
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--voxel-size", type=float, help="voxel size to record")
     p.add_argument("--unit", help="unit of the voxel size, e.g. micrometer")
@@ -654,28 +660,40 @@ def _parser() -> argparse.ArgumentParser:
         help="write an OME-Zarr pyramid with this many levels",
     )
     p.add_argument("--kind", choices=("image", "labels"), help="how to downsample")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output store")
     cluster_options(p)
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("phantom", help="write a synthetic CT phantom (labels, attenuation, HQ, LQ)")
     p.add_argument("output", help="folder to hold the four Zarr stores")
-    p.add_argument("--kind", choices=KINDS, default="fibre-composite")
     p.add_argument(
-        "--shape", type=_positive, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X")
+        "--kind", choices=KINDS, default="fibre-composite", help="sample (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--shape",
+        type=_positive,
+        nargs=3,
+        default=(64, 256, 256),
+        metavar=("Z", "Y", "X"),
+        help="voxels (default: 64 256 256)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     cluster_options(p)
     p.set_defaults(func=_cmd_phantom)
 
     p = sub.add_parser(
         "pseudo-labels", help="stage 1: label a volume by clustering its voxel intensities"
     )
-    p.add_argument("input")
+    p.add_argument("input", help="the scan (any readable volume, or a (t, z, y, x) store)")
     p.add_argument("output", help="Zarr store for the uint8 labels (255 = unlabelled)")
     p.add_argument("--classes", type=_classes, default=3, help="k, or 'auto' (default: 3)")
-    p.add_argument("--method", choices=METHODS, default="kmeans")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="kmeans",
+        help="clustering of the histogram (default: kmeans; otsu is Multi-Otsu)",
+    )
     p.add_argument(
         "--mask",
         choices=("none", "cylinder"),
@@ -710,12 +728,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a (t, z, y, x) input: the time step whose histogram sets the classes "
         "(default 0); every step is labelled with them",
     )
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing output and model files"
+    )
     cluster_options(p)
     p.set_defaults(func=_cmd_pseudo_labels)
 
     p = sub.add_parser("predict", help="run a saved network over a volume (seamless tiles)")
-    p.add_argument("input")
+    p.add_argument("input", help="the scan (any readable volume, or a (t, z, y, x) store)")
     p.add_argument("model", help="a network file from xctdask.models.save")
     p.add_argument("output", help="Zarr store for the result")
     p.add_argument(
@@ -723,16 +743,32 @@ def _parser() -> argparse.ArgumentParser:
         dest="output_kind",
         choices=OUTPUTS,
         default="labels",
+        help="what to write (default: labels, uint8)",
     )
     p.add_argument("--tile", type=int, nargs="+", help="tile size (default 256 2-D, 64 3-D)")
-    p.add_argument("--overlap", type=float, default=0.5)
-    p.add_argument("--blend", choices=BLENDS, default="gaussian")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--overlap", type=float, default=0.5, help="share of a tile its neighbour overlaps (0.5)"
+    )
+    p.add_argument(
+        "--blend", choices=BLENDS, default="gaussian", help="tile weights (default: gaussian)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="tiles per network call (8)")
     p.add_argument("--axes", default="z", help="slicing axes of a 2-D network: z, y, x or zyx")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (each worker's GPU if it has one, else its CPU), cpu, cuda or cuda:N",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="autocast precision (default auto: bf16 on a GPU, fp32 on a CPU)",
+    )
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output (else it resumes)"
+    )
     cluster_options(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -774,10 +810,10 @@ def _parser() -> argparse.ArgumentParser:
             default="auto",
             help="U-Net skip connections (default: on with --labels, off for pseudo labels)",
         )
-        p.add_argument("--no-skip", dest="skip", action="store_const", const=False)
-        p.add_argument("--depth", type=int, default=4)
-        p.add_argument("--f0", type=int, default=16)
-        p.add_argument("--patch", type=int, default=128)
+        p.add_argument("--no-skip", dest="skip", action="store_const", const=False, help="no skips")
+        p.add_argument("--depth", type=int, default=4, help="U-Net levels (default 4)")
+        p.add_argument("--f0", type=int, default=16, help="first level's channels (16)")
+        p.add_argument("--patch", type=int, default=128, help="training patch side (128)")
         p.add_argument("--steps", type=int, default=600, help="stage-2 steps")
         p.add_argument(
             "--steps-self-correct",
@@ -798,7 +834,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--batch-size", type=int, default=8, help="patches/tiles per batch")
         p.add_argument("--axes", default="z", help="slicing axes: z, y, x or zyx")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         p.add_argument(
             "--fit-step",
             type=int,
@@ -808,17 +844,17 @@ def _parser() -> argparse.ArgumentParser:
             "then labels every step",
         )
         p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
-        p.add_argument("--overwrite", action="store_true")
+        p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     p = sub.add_parser("train", help="fit a Segmenter (unsupervised, labels, or clean scan)")
-    p.add_argument("input")
+    p.add_argument("input", help="the scan to learn from (or a (t, z, y, x) store)")
     p.add_argument("segmenter", help="file to write the fitted Segmenter to")
     training_options(p)
     cluster_options(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("segment", help="segment a volume end to end (train, then infer)")
-    p.add_argument("input")
+    p.add_argument("input", help="the scan to segment (or a (t, z, y, x) store)")
     p.add_argument("output", help="Zarr store for the uint8 labels")
     p.add_argument("--segmenter", help="use this fitted Segmenter instead of training")
     p.add_argument("--save-segmenter", metavar="FILE", help="also write the Segmenter")
@@ -834,7 +870,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Studies: " + ", ".join(STUDIES) + ". Without --volume a phantom of "
         "--size's shape is used. Runs in this process (add --scheduler to use a cluster).",
     )
-    p.add_argument("name", choices=list(STUDIES))
+    p.add_argument("name", choices=list(STUDIES), help="the experiment to rerun")
     p.add_argument("--volume", help="the scan (any readable volume); default a phantom")
     p.add_argument("--labels", help="its true labels (255 = unlabelled)")
     p.add_argument("--classes", type=_positive, help="number of classes (default from labels)")
@@ -846,7 +882,7 @@ def _parser() -> argparse.ArgumentParser:
         help="networks, steps and phantom shape: tiny (seconds), small (minutes on a "
         "laptop, the default), medium (a GPU)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="xctdask-study", help="output folder (default: %(default)s)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace an earlier result of this study in --out"
@@ -877,14 +913,24 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on built-in defaults (phantom, local cluster)")
     p.add_argument("--out", default="xctdask-demo", help="output folder (default: %(default)s)")
-    p.add_argument("--kind", choices=KINDS, default="fibre-composite")
     p.add_argument(
-        "--shape", type=_positive, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X")
+        "--kind",
+        choices=KINDS,
+        default="fibre-composite",
+        help="phantom sample (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--shape",
+        type=_positive,
+        nargs=3,
+        default=(64, 256, 256),
+        metavar=("Z", "Y", "X"),
+        help="phantom voxels (default: 64 256 256)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--steps", type=int, default=400, help="stage-2 steps (default 400)")
     p.add_argument("--steps-self-correct", type=int, default=600, help="stage-3 steps")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     cluster_options(p)
     p.set_defaults(func=_cmd_demo)
     for command in sub.choices.values():
