@@ -767,7 +767,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output (else it resumes)"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output (an interrupted one resumes without it)",
     )
     cluster_options(p)
     p.set_defaults(func=_cmd_predict)
