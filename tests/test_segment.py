@@ -133,7 +133,10 @@ def test_labels_without_a_class_are_flagged(phantom):
     sparse = np.full(phantom.labels.shape, 255, np.uint8)
     sparse[10] = np.minimum(phantom.labels.values[10], 1)  # classes 0 and 1, never 2
     seg = xd.Segmenter(3, steps=2, steps_self_correct=0, **SMALL)
-    with pytest.warns(UserWarning, match=r"no voxel of class 2 \(of 3\)"):
+    with (
+        pytest.warns(UserWarning, match=r"no voxel of class 2 \(of 3\)"),
+        pytest.warns(UserWarning, match=r"^1 annotated slice \(z = \[10\]\): it trains"),
+    ):
         seg.fit(phantom.hq, labels=sparse)
 
 

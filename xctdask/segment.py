@@ -610,8 +610,13 @@ class Segmenter:
         sparse = annotated is not None and len(annotated) < nz
         if sparse and len(annotated) < FEW_ANNOTATED_SLICES:
             warnings.warn(
-                f"{len(annotated)} annotated slices (z = {annotated.tolist()}): all of them "
-                "train, none is held out for validation; the last weights are kept",
+                (
+                    f"1 annotated slice (z = {annotated.tolist()}): it trains, none is held "
+                    "out for validation; the last weights are kept"
+                    if len(annotated) == 1
+                    else f"{len(annotated)} annotated slices (z = {annotated.tolist()}): all "
+                    "of them train, none is held out for validation; the last weights are kept"
+                ),
                 stacklevel=3,
             )
             return make_sampler(everything)
