@@ -295,3 +295,19 @@ def test_bad_input():
         PatchSampler(image, np.full(image.shape, 255, np.uint8), patch=(1, 8, 8), n_classes=2)
     with pytest.raises(ValueError, match="part must be"):
         PatchSampler(image, labels, patch=(1, 8, 8), margin=2).centre_range("holdout")
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        ({"patch": 8}, r"e\.g\. \(1, 8, 8\) for slices"),  # was "'int' is not iterable"
+        ({"margin": -1}, "margin must be a non-negative"),  # overlapping slabs: a leak
+        ({"normalize": (0.0, 0.0)}, "positive std"),  # patches of inf and NaN
+        ({"normalize": "volume"}, r"normalize must be \(mean, std\)"),
+        ({"reservoir": 0}, "reservoir must be a positive integer"),
+    ],
+)
+def test_settings_that_would_leak_or_poison_training_are_refused(option, said):
+    image, labels = _volume((30, 20, 20))
+    with pytest.raises(ValueError, match=said):
+        PatchSampler(image, labels, **{"patch": (1, 8, 8), **option})

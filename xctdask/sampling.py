@@ -204,9 +204,14 @@ class PatchSampler:
             if other is not None:
                 validate_volume(other, name=name)
                 check_same_shape(other, image, (name, "image"))
+        if np.ndim(patch) != 1 or len(patch) != 3 or min(int(p) for p in patch) < 1:
+            raise ValueError(
+                f"patch must be three positive sizes (z, y, x), e.g. (1, {patch}, {patch}) "
+                f"for slices, got {patch!r}"
+                if np.ndim(patch) == 0
+                else f"patch must be three positive sizes (z, y, x), got {patch!r}"
+            )
         patch = tuple(int(p) for p in patch)
-        if len(patch) != 3 or min(patch) < 1:
-            raise ValueError(f"patch must be three positive sizes (z, y, x), got {patch!r}")
         if not isinstance(context, int) or context < 1 or context % 2 == 0:
             raise ValueError(f"context must be a positive odd integer, got {context!r}")
         if patch[0] > 1 and context > 1:
@@ -223,6 +228,22 @@ class PatchSampler:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        if not isinstance(reservoir, (int, np.integer)) or reservoir < 1:
+            raise ValueError(f"reservoir must be a positive integer, got {reservoir!r}")
+        if margin is not None and (not isinstance(margin, (int, np.integer)) or margin < 0):
+            raise ValueError(  # a negative margin overlaps the slabs: leaks test into train
+                f"margin must be a non-negative number of slices, got {margin!r}"
+            )
+        if normalize is not None:
+            try:
+                pair = np.asarray(normalize, dtype=float).ravel()
+            except (TypeError, ValueError):
+                pair = np.array([np.nan])
+            if pair.size != 2 or not np.isfinite(pair[0]) or not pair[1] > 0:
+                raise ValueError(
+                    f"normalize must be (mean, std) with a finite mean and a positive std, "
+                    f"got {normalize!r}"
+                )
         self.shape = shape
         self.patch, self.context, self.balance = patch, context, balance
         self.patches_per_read, self.shuffle, self.threads = patches_per_read, shuffle, threads
