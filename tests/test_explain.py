@@ -65,6 +65,8 @@ def test_layers_by_name_and_bad_requests(trained):
         gradcam(net, vol, 5)
     with pytest.raises(ValueError, match="outside"):
         gradcam(net, vol, 0, slices=[10])
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        gradcam(net, vol, 0, batch_size=0)  # was range()'s "arg 3 must not be zero"
 
 
 def test_a_3d_network_takes_the_volume_at_once():

@@ -152,6 +152,8 @@ def gradcam(
     from xctdask.backend import unwrap
     from xctdask.models.base import as_network
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     network = as_network(net)
     n_classes = int(network.n_classes or 0)
     if n_classes and not 0 <= class_index < n_classes:
