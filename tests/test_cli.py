@@ -229,6 +229,17 @@ def test_an_output_named_like_a_tiff_is_refused_before_any_work(tmp_path, capsys
     )
 
 
+@pytest.mark.parametrize("argv", [["phantom", "ph.tif"], ["demo", "--out", "run.h5"]])
+def test_a_folder_of_stores_named_like_a_file_is_refused_before_any_work(
+    tmp_path, capsys, argv, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "but it would be a folder of Zarr stores: choose a name without" in err
+    assert "dashboard" not in err and not any(tmp_path.iterdir())
+
+
 def test_pseudo_labels_command(tmp_path, client, capsys):
     from xctdask import phantoms
     from xctdask.pseudolabels import PseudoLabeler, pseudo_labels

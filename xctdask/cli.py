@@ -195,8 +195,9 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from xctdask import phantoms
-    from xctdask.io import save_volume
+    from xctdask.io import check_store_path, save_volume
 
+    check_store_path(args.output, folder_of_stores=True)
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
@@ -498,8 +499,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xctdask.demo import check_demo_settings, run_demo
+    from xctdask.io import check_store_path
 
     check_demo_settings(tuple(args.shape), args.kind, args.steps, args.steps_self_correct)
+    check_store_path(args.out, folder_of_stores=True)
 
     with _cluster(args.scheduler, args.workers):
         report = run_demo(

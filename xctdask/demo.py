@@ -23,7 +23,7 @@ import numpy as np
 from xctdask import metrics, phantoms, viz
 from xctdask._jsonable import dumps
 from xctdask._progress import compute
-from xctdask.io import open_volume, save_volume
+from xctdask.io import check_store_path, open_volume, save_volume
 from xctdask.pseudolabels import PseudoLabeler
 from xctdask.segment import Segmenter
 
@@ -78,6 +78,7 @@ def run_demo(
     ``out/report.json``. About 4 minutes on 2 cores at the default size.
     """
     check_demo_settings(shape, kind, steps, steps_self_correct)
+    check_store_path(out, folder_of_stores=True)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")

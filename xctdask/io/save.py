@@ -377,11 +377,13 @@ OTHER_FORMATS = (
 )  # fmt: skip
 
 
-def check_store_path(path: str | os.PathLike) -> None:
+def check_store_path(path: str | os.PathLike, *, folder_of_stores: bool = False) -> None:
     """Refuse, before any work, an output store named like a file of another format.
 
     :func:`save_volume` writes Zarr stores (folders); given ``out.tif`` it would make a
     folder called ``out.tif``, which neither a TIFF reader nor a person expects.
+    ``folder_of_stores`` words the refusal for an output folder that holds stores (the
+    demo's and ``xctdask phantom``'s).
 
     Examples
     --------
@@ -393,6 +395,11 @@ def check_store_path(path: str | os.PathLike) -> None:
     """
     name = str(path).rstrip("/").rsplit("/", 1)[-1]
     suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if suffix in OTHER_FORMATS and folder_of_stores:
+        raise ValueError(
+            f"{path} names a {suffix} file, but it would be a folder of Zarr stores: "
+            f"choose a name without {suffix}"
+        )
     if suffix in OTHER_FORMATS:
         raise ValueError(
             f"{path} names a {suffix} file, but xctdask writes Zarr stores (folders of "
