@@ -63,6 +63,25 @@ def test_bad_input():
         reconstruct(proj, theta, angle_step=0)
 
 
+def test_fields_and_angles_that_would_give_a_wrong_reconstruction(tmp_path):
+    import h5py
+
+    _, theta, proj = _square_projections()
+    flat, dark = np.full((3, 1, 64), 1000.0), np.full((2, 1, 64), 10.0)
+    counts = dark[0] + (flat[0] - dark[0]) * np.exp(-0.05 * proj)
+    with pytest.raises(ValueError, match="are flats and darks swapped"):
+        reconstruct(counts, theta, flats=dark, darks=flat)  # was clipped to a finite mess
+    with pytest.raises(ValueError, match=r"flats are frames of shape \(1, 32\)"):
+        reconstruct(counts, theta, flats=flat[:, :, :32], darks=dark)
+    with pytest.warns(UserWarning, match=r"span only 3\.1\d* degrees; if they are radians"):
+        reconstruct(proj, np.radians(theta))
+    with h5py.File(tmp_path / "p.h5", "w") as f:  # a Data Exchange file, cropped flats
+        f["exchange/data"], f["exchange/theta"] = counts, theta
+        f["exchange/data_white"], f["exchange/data_dark"] = flat[:, :, :32], dark
+    with pytest.raises(ValueError, match=r"holds flats of shape \(3, 1, 32\)"):
+        open_projections(tmp_path / "p.h5")  # xarray's "conflicting sizes" before
+
+
 @pytest.fixture(scope="module")
 def tooth(shared_data):
     ds = open_projections(shared_data / "tooth" / "tooth.h5")

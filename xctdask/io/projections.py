@@ -64,5 +64,12 @@ def open_projections(
     variables = {"data": (("angle", "row", "col"), _lazy(projections))}
     for name, key in (("flats", flats), ("darks", darks)):
         if key is not None:
-            variables[name] = (("frame_" + name, "row", "col"), _lazy(Hdf5Reader(path, key)))
+            field = Hdf5Reader(path, key)
+            if field.ndim != 3 or tuple(field.shape[1:]) != tuple(projections.shape[1:]):
+                raise ValueError(
+                    f"{key} in {path} holds {name} of shape {tuple(field.shape)}; frames of "
+                    f"the projections' detector, (frame, {projections.shape[1]}, "
+                    f"{projections.shape[2]}), were expected"
+                )
+            variables[name] = (("frame_" + name, "row", "col"), _lazy(field))
     return xr.Dataset(variables, coords={"angle": angles}, attrs={"source": str(path)})

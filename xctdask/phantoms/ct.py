@@ -10,6 +10,7 @@ LQ keeps every ``k``-th angle, has fewer photons and stronger rings.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,37 @@ def _reconstruct_rows(
     return out
 
 
+def _check_angles(angles: np.ndarray) -> None:
+    """Warn when the angles look like radians: many projections over at most 2π
+    "degrees" is no scan anyone makes (a Data Exchange file without a ``units``
+    attribute on its angles is read as degrees)."""
+    span = float(np.ptp(angles)) if angles.size else 0.0
+    if angles.size >= 8 and 0 < span <= 2 * np.pi + 1e-6:
+        warnings.warn(
+            f"the {angles.size} projection angles span only {span:.4g} degrees; if they "
+            "are radians, pass np.degrees(angles)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _check_fields(flat: Any, dark: Any, detector: tuple[int, ...]) -> None:
+    """Flat and dark fields must cover the detector, and flats must be brighter."""
+    for field, name in ((flat, "flats"), (dark, "darks")):
+        if field is not None and tuple(field.shape) != detector:
+            raise ValueError(
+                f"{name} are frames of shape {tuple(field.shape)}, the projections' "
+                f"detector is {detector} (row, col)"
+            )
+    if flat is not None:
+        not_brighter = float(np.mean(flat - (0.0 if dark is None else dark) <= 0))
+        if not_brighter > 0.01:
+            raise ValueError(
+                f"the flats are not brighter than the darks at {not_brighter:.0%} of the "
+                "detector pixels: are flats and darks swapped, or is a field empty?"
+            )
+
+
 def reconstruct(
     projections: Any,
     angles: Any = None,
@@ -201,9 +233,11 @@ def reconstruct(
         raise ValueError(f"{angles.size} angles for {data.shape[0]} projections")
     if angle_step < 1:
         raise ValueError(f"angle_step must be ≥ 1, got {angle_step}")
+    _check_angles(angles)
     data, angles = data[::angle_step], angles[::angle_step]
     flat = None if flats is None else np.asarray(unwrap(flats), np.float64).mean(axis=0)
     dark = None if darks is None else np.asarray(unwrap(darks), np.float64).mean(axis=0)
+    _check_fields(flat, dark, tuple(data.shape[1:]))
     n_cols = data.shape[2]
     shift = 0.0 if center is None else n_cols // 2 - float(center)
     if isinstance(data, da.Array):
