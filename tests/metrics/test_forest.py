@@ -31,3 +31,15 @@ def test_the_forest_refuses_empty_labels_and_an_unfitted_predict():
         ForestBaseline().predict(image)
     with pytest.raises(ValueError, match="shape"):
         ForestBaseline().fit(image, np.zeros((2, 8, 9), np.uint8), 2)
+
+
+def test_labels_the_forest_would_leave_out_and_bad_scales_are_refused():
+    image = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    labels = np.full((2, 8, 8), 255, np.uint8)
+    labels[0, :4], labels[0, 4:] = 0, 4  # class 4 of 2 was dropped without a word
+    with pytest.raises(ValueError, match=r"values \[4\] outside 0\.\.1"):
+        ForestBaseline(n_estimators=2).fit(image, labels, 2)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        ForestBaseline(n_estimators=2).fit(image, labels.astype(np.float32), 2)
+    with pytest.raises(ValueError, match="0 < sigma_min ≤ sigma_max"):
+        ForestBaseline(sigma_min=8, sigma_max=1).fit(image, np.minimum(labels, 1), 2)

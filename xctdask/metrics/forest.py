@@ -83,12 +83,26 @@ class ForestBaseline:
         """Train on the labelled voxels (255 = unlabelled) of ``image``; **computes**."""
         from sklearn.ensemble import RandomForestClassifier
 
+        if not 0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(
+                f"sigma_min and sigma_max must be 0 < sigma_min ≤ sigma_max, got "
+                f"{self.sigma_min} and {self.sigma_max}"
+            )
         truth = np.asarray(to_host(unwrap(labels)))
         if truth.shape != np.shape(unwrap(image)):
             raise ValueError(f"labels {truth.shape} and image {np.shape(image)} differ in shape")
-        annotated = np.flatnonzero((truth != UNLABELLED).reshape(truth.shape[0], -1).any(1))
-        if annotated.size == 0:
+        if truth.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integers (255 = unlabelled), got {truth.dtype}")
+        labelled = truth[truth != UNLABELLED]
+        if labelled.size == 0:
             raise ValueError("the labels hold no labelled voxel (all 255)")
+        outside = np.unique(labelled[(labelled < 0) | (labelled >= n_classes)])
+        if outside.size:  # they were left out of training without a word
+            raise ValueError(
+                f"labels hold values {outside.tolist()[:8]} outside 0..{n_classes - 1} "
+                "(255 marks unlabelled voxels)"
+            )
+        annotated = np.flatnonzero((truth != UNLABELLED).reshape(truth.shape[0], -1).any(1))
         data = np.asarray(to_host(unwrap(image)), dtype=np.float32)
         finite = data[np.isfinite(data)]
         self.normalization_ = (float(finite.mean()), max(float(finite.std()), 1e-12))
