@@ -90,6 +90,8 @@ _CLI_WORDS = {
     "bins must": "--bins must",
     "sigma must be a positive number or three": "--sigma must be a positive number or three",
     "features='mean'": "--features mean",
+    "kind='labels' needs": "--kind labels needs",
+    "as kind='image'": "with --kind image",
 }
 
 

@@ -58,6 +58,13 @@ def test_a_store_named_like_another_format_is_refused_before_writing(tmp_path, n
     save_volume(SOURCE, tmp_path / "out.v1.zarr", progress=False)  # dots elsewhere are fine
 
 
+def test_grey_values_saved_as_labels_are_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="kind='labels' needs integer class numbers"):
+        save_volume(SOURCE.astype(np.float32), tmp_path / "l.zarr", kind="labels", progress=False)
+    assert not (tmp_path / "l.zarr").exists()
+    save_volume(SOURCE.astype(np.uint8) % 3, tmp_path / "l.zarr", kind="labels", progress=False)
+
+
 def test_overwrite_never_deletes_a_non_zarr_folder(tmp_path):
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "precious.txt").write_text("data")

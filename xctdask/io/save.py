@@ -510,6 +510,11 @@ def save_volume(
     kind = kind or source_attrs.get("kind", "image")
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
+    if kind == "labels" and np.dtype(unwrap(data).dtype).kind not in "biu":
+        raise ValueError(  # the pyramid's mode and every reader of labels want classes
+            f"kind='labels' needs integer class numbers; this volume holds "
+            f"{np.dtype(unwrap(data).dtype)} grey values (save it as kind='image')"
+        )
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
     if shards is not None and shards is not False and zarr_format != 3:
