@@ -248,6 +248,27 @@ def test_a_bad_voxel_size_in_a_files_metadata_warns_and_opens(tmp_path):
     assert vol.attrs["voxel_size"] == (1.0, 1.0, 1.0) and vol.attrs["unit"] == "voxel"
 
 
+@pytest.mark.parametrize(
+    ("options", "error", "said"),
+    [
+        ({"dims": ("z", "z", "x")}, ValueError, "3 or 4 distinct names"),  # xarray warned
+        ({"dims": "zyx"}, ValueError, "3 or 4 distinct names"),
+        ({"voxel_size": "0.65um"}, TypeError, "give the unit with unit="),
+        ({"dataset": "/entry/data"}, ValueError, "this source is a ndarray"),
+    ],
+)
+def test_arguments_that_do_not_apply_are_refused_in_words(options, error, said):
+    with pytest.raises(error, match=said):
+        open_volume(VOLUME, **options)
+
+
+def test_a_dataset_for_a_tiff_is_refused_not_ignored(tmp_path):
+    tifffile.imwrite(tmp_path / "v.tif", VOLUME, imagej=True)
+    with pytest.raises(ValueError, match=r"v\.tif is neither"):
+        open_volume(tmp_path / "v.tif", dataset="/entry/data")
+    _check(open_volume(tmp_path / "v.tif"))
+
+
 def test_zero_chunks_are_refused_in_words():
     with pytest.raises(ValueError, match="chunks must be positive sizes"):
         open_volume(np.zeros((2, 4, 4)), chunks=(0, 4, 4))

@@ -354,6 +354,27 @@ def as_volume(
     return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name=name)
 
 
+def _check_dims(dims: Any) -> None:
+    """Distinct names ending in three spatial ones, as xarray itself cannot check."""
+    names = tuple(dims) if isinstance(dims, (tuple, list)) else None
+    if not names or len(set(names)) != len(names) or len(names) not in (3, 4):
+        raise ValueError(
+            f"dims must be 3 or 4 distinct names, e.g. ('z', 'y', 'x') or ('t', 'z', 'y', "
+            f"'x'), got {dims!r}"
+        )
+
+
+def _takes_dataset(source: Any) -> bool:
+    """Whether ``dataset=`` means something for ``source``: an HDF5/NeXus file, a Zarr
+    store (a group holds arrays by name) or a URL (a Zarr store)."""
+    if isinstance(source, str) and is_url(source):
+        return True
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    path = Path(source)
+    return path.suffix.lower() in _HDF5 or _looks_like_zarr(path) or path.suffix == ".zarr"
+
+
 def _voxel_tuple(value: Any, ndim: int) -> tuple[float, ...]:
     n = min(ndim, 3)
     if value is None:
@@ -445,6 +466,24 @@ def open_volume(
     (('z', 'y', 'x'), (0.5, 0.5, 0.5), 2.5)
     """
     _check_chunks(chunks)
+    _check_dims(dims)
+    if voxel_size is not None and not all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        for v in np.atleast_1d(np.asarray(voxel_size, dtype=object))
+    ):
+        raise TypeError(
+            f"voxel_size must be a number or three numbers (z, y, x), got {voxel_size!r}; "
+            "give the unit with unit=, e.g. voxel_size=0.65, unit='micrometer'"
+        )
+    if dataset is not None and not _takes_dataset(source):
+        raise ValueError(
+            f"dataset={dataset!r} names an array inside an HDF5/NeXus file or a Zarr group; "
+            + (
+                f"{source} is neither"
+                if isinstance(source, (str, os.PathLike))
+                else f"this source is a {type(source).__name__}"
+            )
+        )
     if isinstance(source, xr.DataArray):
         data = source if chunks is None and source.chunks else source.chunk(chunks or "auto")
         return as_volume(data, voxel_size=voxel_size, unit=unit)
