@@ -632,6 +632,23 @@ def _parser() -> argparse.ArgumentParser:
             help="worker processes of the local cluster (default: cores / 2)",
         )
 
+    def phantom_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--kind",
+            choices=KINDS,
+            default="fibre-composite",
+            help="phantom sample (default: %(default)s)",
+        )
+        p.add_argument(
+            "--shape",
+            type=_positive,
+            nargs=3,
+            default=(64, 256, 256),
+            metavar=("Z", "Y", "X"),
+            help="phantom voxels (default: 64 256 256)",
+        )
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
     p = sub.add_parser("info", help="shape, dtype, chunks, voxel size and intensity range")
     p.add_argument("path", help="a volume: Zarr store or URL, TIFF, raw, HDF5/NeXus")
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
@@ -671,18 +688,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phantom", help="write a synthetic CT phantom (labels, attenuation, HQ, LQ)")
     p.add_argument("output", help="folder to hold the four Zarr stores")
-    p.add_argument(
-        "--kind", choices=KINDS, default="fibre-composite", help="sample (default: %(default)s)"
-    )
-    p.add_argument(
-        "--shape",
-        type=_positive,
-        nargs=3,
-        default=(64, 256, 256),
-        metavar=("Z", "Y", "X"),
-        help="voxels (default: 64 256 256)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    phantom_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     cluster_options(p)
     p.set_defaults(func=_cmd_phantom)
@@ -920,21 +926,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on built-in defaults (phantom, local cluster)")
     p.add_argument("--out", default="xctdask-demo", help="output folder (default: %(default)s)")
-    p.add_argument(
-        "--kind",
-        choices=KINDS,
-        default="fibre-composite",
-        help="phantom sample (default: %(default)s)",
-    )
-    p.add_argument(
-        "--shape",
-        type=_positive,
-        nargs=3,
-        default=(64, 256, 256),
-        metavar=("Z", "Y", "X"),
-        help="phantom voxels (default: 64 256 256)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    phantom_options(p)
     p.add_argument("--steps", type=int, default=400, help="stage-2 steps (default 400)")
     p.add_argument("--steps-self-correct", type=int, default=600, help="stage-3 steps")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
