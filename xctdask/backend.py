@@ -17,6 +17,7 @@ __all__ = [
     "UNLABELLED",
     "array_module",
     "as_dask",
+    "check_mean_std",
     "check_same_shape",
     "from_torch",
     "is_cupy",
@@ -184,6 +185,30 @@ def as_dask(data: Any, chunks: Any = "auto") -> Any:
     if _is_dask_array(data):
         return data
     return da.from_array(data, chunks=chunks, asarray=False)
+
+
+def check_mean_std(pair: Any, name: str = "normalize") -> tuple[float, float]:
+    """A global ``(mean, std)`` normalisation as two floats: a finite mean and a positive
+    finite std (a zero std turns every voxel into inf or NaN).
+
+    Examples
+    --------
+    >>> check_mean_std((1400, 300))
+    (1400.0, 300.0)
+    >>> check_mean_std((0, 0))
+    Traceback (most recent call last):
+    ...
+    ValueError: normalize must be (mean, std) with a finite mean and a positive std, got (0, 0)
+    """
+    try:
+        values = np.asarray(pair, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        values = np.array([np.nan])
+    if values.size != 2 or not np.isfinite(values).all() or not values[1] > 0:
+        raise ValueError(
+            f"{name} must be (mean, std) with a finite mean and a positive std, got {pair!r}"
+        )
+    return float(values[0]), float(values[1])
 
 
 def validate_volume(data: Any, *, name: str = "volume", ndim: int | tuple[int, ...] = 3) -> None:

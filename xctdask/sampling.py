@@ -43,6 +43,7 @@ from xctdask._progress import compute
 from xctdask.backend import (
     UNLABELLED,
     as_dask,
+    check_mean_std,
     check_same_shape,
     to_host,
     unwrap,
@@ -235,15 +236,7 @@ class PatchSampler:
                 f"margin must be a non-negative number of slices, got {margin!r}"
             )
         if normalize is not None:
-            try:
-                pair = np.asarray(normalize, dtype=float).ravel()
-            except (TypeError, ValueError):
-                pair = np.array([np.nan])
-            if pair.size != 2 or not np.isfinite(pair[0]) or not pair[1] > 0:
-                raise ValueError(
-                    f"normalize must be (mean, std) with a finite mean and a positive std, "
-                    f"got {normalize!r}"
-                )
+            check_mean_std(normalize)
         self.shape = shape
         self.patch, self.context, self.balance = patch, context, balance
         self.patches_per_read, self.shuffle, self.threads = patches_per_read, shuffle, threads

@@ -33,7 +33,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from torch import nn
 
-from xctdask.backend import as_dask, meta_like, unwrap, validate_volume
+from xctdask.backend import as_dask, check_mean_std, meta_like, unwrap, validate_volume
 from xctdask.engine import check_device
 from xctdask.inference.lattice import BLENDS
 from xctdask.inference.mergers import MERGERS, OUTPUTS
@@ -127,10 +127,7 @@ def _stats(vol: da.Array, net: nn.Module, normalize: Any) -> Any:
             )
         finite = da.where(da.isfinite(vol), vol.astype(np.float64), np.nan)
         return da.stack([da.nanmean(finite), da.nanstd(finite)]).rechunk(-1)
-    mean, std = (float(v) for v in normalize)
-    if not np.isfinite(mean) or not np.isfinite(std) or std <= 0:
-        raise ValueError(f"normalize needs a finite mean and a positive std, got {normalize!r}")
-    return (mean, std)
+    return check_mean_std(normalize)
 
 
 def _check_block(block: Any) -> tuple[int, int, int] | None:

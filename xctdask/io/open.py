@@ -65,13 +65,12 @@ def _url_exists(url: str, storage_options: dict | None) -> bool:
     """Whether anything is at ``url`` (True when that cannot be told: the caller then
     reports the reader's own error, e.g. a missing back-end or bad credentials). HTTP
     cannot tell: its ``exists`` says False for a server that cannot be reached too."""
+    from xctdask.io.locations import exists
+
     if url.split("://", 1)[0].lower() in ("http", "https"):
         return True
     try:
-        import fsspec
-
-        fs, inner = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        return bool(fs.exists(inner))
+        return exists(url, storage_options)
     except Exception:
         return True
 
@@ -355,7 +354,7 @@ def as_volume(
 
 
 def _check_dims(dims: Any) -> None:
-    """Distinct names ending in three spatial ones, as xarray itself cannot check."""
+    """Three or four distinct dim names (xarray only warns about duplicates)."""
     names = tuple(dims) if isinstance(dims, (tuple, list)) else None
     if not names or len(set(names)) != len(names) or len(names) not in (3, 4):
         raise ValueError(

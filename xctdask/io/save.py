@@ -33,8 +33,7 @@ from xctdask.backend import as_dask, to_host, unwrap, validate_volume
 from xctdask.io.guard import check_output
 from xctdask.io.locations import is_url, remote_exists
 from xctdask.io.omezarr import downsample, multiscales_metadata
-
-_SERIES_DIMS = ("t", "z", "y", "x")  # a 4-D array's dims when it does not name them
+from xctdask.io.open import SERIES_DIMS  # a 4-D array's dims when it does not name them
 
 __all__ = ["SaveResult", "check_store_path", "save_volume"]
 
@@ -395,17 +394,18 @@ def check_store_path(path: str | os.PathLike, *, folder_of_stores: bool = False)
     """
     name = str(path).rstrip("/").rsplit("/", 1)[-1]
     suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    if suffix in OTHER_FORMATS and folder_of_stores:
+    if suffix not in OTHER_FORMATS:
+        return
+    if folder_of_stores:
         raise ValueError(
             f"{path} names a {suffix} file, but it would be a folder of Zarr stores: "
             f"choose a name without {suffix}"
         )
-    if suffix in OTHER_FORMATS:
-        raise ValueError(
-            f"{path} names a {suffix} file, but xctdask writes Zarr stores (folders of "
-            f"chunks): use a path ending in .zarr; to get a {suffix} file, convert the "
-            "store afterwards (for example with tifffile or h5py)"
-        )
+    raise ValueError(
+        f"{path} names a {suffix} file, but xctdask writes Zarr stores (folders of "
+        f"chunks): use a path ending in .zarr; to get a {suffix} file, convert the "
+        "store afterwards (for example with tifffile or h5py)"
+    )
 
 
 def save_volume(
@@ -510,10 +510,11 @@ def save_volume(
     kind = kind or source_attrs.get("kind", "image")
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
-    if kind == "labels" and np.dtype(unwrap(data).dtype).kind not in "biu":
+    dtype = np.dtype(unwrap(data).dtype)
+    if kind == "labels" and dtype.kind not in "biu":
         raise ValueError(  # the pyramid's mode and every reader of labels want classes
-            f"kind='labels' needs integer class numbers; this volume holds "
-            f"{np.dtype(unwrap(data).dtype)} grey values (save it as kind='image')"
+            f"kind='labels' needs integer class numbers; this volume holds {dtype} grey "
+            "values (save it as kind='image')"
         )
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
@@ -544,7 +545,7 @@ def save_volume(
     unit = source_attrs.get("unit", "voxel")
     attrs = {"voxel_size": list(voxel_size), "unit": unit, "kind": kind}
     if ndim == 4:  # open_volume gives the series back with these dims
-        attrs["dims"] = list(data.dims) if isinstance(data, xr.DataArray) else list(_SERIES_DIMS)
+        attrs["dims"] = list(data.dims) if isinstance(data, xr.DataArray) else list(SERIES_DIMS)
     for key in ("class_names",):
         if key in source_attrs:
             attrs[key] = source_attrs[key]

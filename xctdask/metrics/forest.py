@@ -93,7 +93,8 @@ class ForestBaseline:
             raise ValueError(f"labels {truth.shape} and image {np.shape(image)} differ in shape")
         if truth.dtype.kind not in "iu":
             raise TypeError(f"labels must be integers (255 = unlabelled), got {truth.dtype}")
-        labelled = truth[truth != UNLABELLED]
+        is_labelled = truth != UNLABELLED
+        labelled = truth[is_labelled]
         if labelled.size == 0:
             raise ValueError("the labels hold no labelled voxel (all 255)")
         outside = np.unique(labelled[(labelled < 0) | (labelled >= n_classes)])
@@ -102,7 +103,7 @@ class ForestBaseline:
                 f"labels hold values {outside.tolist()[:8]} outside 0..{n_classes - 1} "
                 "(255 marks unlabelled voxels)"
             )
-        annotated = np.flatnonzero((truth != UNLABELLED).reshape(truth.shape[0], -1).any(1))
+        annotated = np.flatnonzero(is_labelled.reshape(truth.shape[0], -1).any(1))
         data = np.asarray(to_host(unwrap(image)), dtype=np.float32)
         finite = data[np.isfinite(data)]
         self.normalization_ = (float(finite.mean()), max(float(finite.std()), 1e-12))
