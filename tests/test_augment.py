@@ -123,6 +123,32 @@ def test_bad_shapes_are_clear_errors():
         augment.strong(torch.zeros(1, 1, 4, 4, dtype=torch.long))
 
 
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"blur_sigma": (0.0, 0.0)}, "blur_sigma must be"),  # made NaN patches
+        ({"gamma": 0.5, "ops": ("gamma",)}, r"gamma must be a \(low, high\) pair"),
+        ({"noise_sigma": (-1.0, -0.5)}, "noise_sigma"),
+        ({"contrast": (2.0, 0.5)}, "low ≤ high"),
+        ({"cutout_fraction": (0.5, 1.5)}, "at most 1"),
+        ({"equalize_tiles": 0, "ops": ("equalize",)}, "equalize_tiles"),
+        ({"clahe_tiles": 0}, "clahe_tiles"),
+        ({"clahe_clip": -1.0}, "clahe_clip"),
+    ],
+)
+def test_bad_strong_settings_are_refused_when_made_not_at_a_random_step(settings, words):
+    with pytest.raises(ValueError, match=words):
+        augment.StrongAugment(**settings)
+
+
+def test_local_equalisation_refuses_fewer_than_two_levels():
+    image = torch.rand(1, 16, 16)
+    with pytest.raises(ValueError, match="levels"):
+        augment.equalize_local(image, levels=1)  # gave an all-NaN sample
+    with pytest.raises(ValueError, match="tiles"):
+        augment.equalize_local(image, tiles=0)
+
 @pytest.mark.gpu
 def test_on_the_gpu_the_batch_stays_there():
     if not torch.cuda.is_available():

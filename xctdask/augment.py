@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,6 +169,10 @@ def equalize_local(x: torch.Tensor, tiles: int = 4, levels: int = 64) -> torch.T
     result keeps the sample's mean and standard deviation; at any one voxel position the
     mapping is monotone in the value.
     """
+    if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 1:
+        raise ValueError(f"tiles must be a positive integer, got {tiles!r}")
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer ≥ 2, got {levels!r}")
     h, w = x.shape[-2], x.shape[-1]
     ty, tx = min(tiles, h), min(tiles, w)
     ys = torch.linspace(0, h, ty + 1, device=x.device).round().long()
@@ -300,6 +305,28 @@ class StrongAugment:
             raise ValueError(f"unknown strong augmentations {sorted(unknown)}; choose from {OPS}")
         if not 0 <= self.p <= 1:
             raise ValueError(f"p must be in [0, 1], got {self.p!r}")
+        # checked here, before training: a bad range fails (or makes NaN patches) only
+        # when a random step first draws the operation
+        for name, low_limit, strict in (
+            ("gamma", 0.0, True),
+            ("contrast", 0.0, False),
+            ("brightness", -math.inf, False),
+            ("noise_sigma", 0.0, False),
+            ("blur_sigma", 0.0, True),
+            ("cutout_fraction", 0.0, True),
+        ):
+            _check_range(name, getattr(self, name), low_limit, strict)
+        if self.cutout_fraction[1] > 1:
+            raise ValueError(
+                "cutout_fraction is a fraction of each side, at most 1; "
+                f"got {self.cutout_fraction!r}"
+            )
+        for name in ("equalize_tiles", "clahe_tiles"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.clahe_clip, int | float) and self.clahe_clip >= 0):
+            raise ValueError(f"clahe_clip must be ≥ 0 (0: no clipping), got {self.clahe_clip!r}")
         if "clahe" in self.ops:
             _kornia()  # missing kornia is said before training, not at a random step
 
@@ -311,6 +338,23 @@ class StrongAugment:
         seed: int | None = None,
     ) -> torch.Tensor:
         return strong(image, self, generator=generator, seed=seed)
+
+
+def _check_range(name: str, value: Any, low_limit: float, strict: bool) -> None:
+    """``value`` must be a (low, high) pair of finite numbers, low ≤ high, low above
+    ``low_limit`` (or at it when not ``strict``)."""
+    pair = isinstance(value, tuple | list) and len(value) == 2
+    if not pair or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
+        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}")
+    low, high = value
+    above = low > low_limit if strict else low >= low_limit
+    if not above or low > high:
+        bound = f"> {low_limit:g}" if strict else f"≥ {low_limit:g}"
+        raise ValueError(
+            f"{name} must be (low, high) with low {bound} and low ≤ high, got {value!r}"
+        )
 
 
 def _one_strong(x: torch.Tensor, s: StrongAugment, g: torch.Generator) -> torch.Tensor:
