@@ -123,7 +123,6 @@ def test_bad_shapes_are_clear_errors():
         augment.strong(torch.zeros(1, 1, 4, 4, dtype=torch.long))
 
 
-
 @pytest.mark.parametrize(
     ("settings", "words"),
     [
@@ -148,6 +147,7 @@ def test_local_equalisation_refuses_fewer_than_two_levels():
         augment.equalize_local(image, levels=1)  # gave an all-NaN sample
     with pytest.raises(ValueError, match="tiles"):
         augment.equalize_local(image, tiles=0)
+
 
 @pytest.mark.gpu
 def test_on_the_gpu_the_batch_stays_there():

@@ -126,6 +126,34 @@ def test_bad_input(phantom):
             train(net, _sampler(phantom), steps=2, device="cuda:0", progress=False)
 
 
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        ({"grad_clip": -1.0}, "grad_clip"),  # flipped every gradient: the loss climbed
+        ({"final_lr": -0.1}, "final_lr"),  # a negative learning rate at the end
+        ({"decay_start": 2.0}, "decay_start"),  # the "linear" schedule never decayed
+        ({"lr": float("inf")}, "lr must be"),  # NaN weights from the first step
+        ({"lr_segment": -1.0}, "lr_segment"),
+        ({"warmup": -5}, "warmup"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"betas": (1.5, 0.9)}, "betas"),
+        ({"noise_sigma": -1.0}, "noise_sigma"),
+        ({"class_patches": 0}, "class_patches"),
+        ({"class_weights": [-1.0, 1.0, 1.0]}, "class_weights"),
+        ({"class_weights": [0.0, 0.0, 0.0]}, "all 0"),
+        ({"amp": "yes"}, "amp"),
+        ({"seed": "a"}, "seed"),
+    ],
+)
+def test_bad_options_are_refused_before_the_first_step(option, words):
+    from xctdask.engine import FitConfig
+
+    with pytest.raises(ValueError, match=words):
+        FitConfig(**option).check()
+    FitConfig(grad_clip=0).check()  # 0 and None: no clipping, as before
+    FitConfig(grad_clip=None, class_weights=[0.0, 1.0, 2.0], seed=np.int64(3)).check()
+
+
 def test_nan_voxels_of_the_scan_and_clean_scan_do_not_poison_training(phantom):
     # a reconstruction with NaN outside its field of view: before, one NaN voxel in a
     # patch made the loss NaN at the first step and every weight after it

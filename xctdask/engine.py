@@ -75,7 +75,7 @@ class FitConfig:
     val_every, val_batches : int
         Validate every ``val_every`` steps on ``val_batches`` fixed validation batches.
     grad_clip : float or None
-        Maximum gradient norm.
+        Maximum gradient norm (None or 0: no clipping).
     augment : bool
         Weak (geometric) augmentation of every training batch.
     strong : StrongAugment, optional
@@ -162,13 +162,45 @@ class FitConfig:
         """Raise ``ValueError`` naming the first bad option."""
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        for name in ("lr", "lr_segment"):
+            value = getattr(self, name)
+            if (value is not None or name == "lr") and not _positive_finite(value):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.grad_clip is not None and not (
+            self.grad_clip == 0 or _positive_finite(self.grad_clip)
+        ):  # a negative norm flips every gradient: training would climb the loss
+            raise ValueError(
+                f"grad_clip must be a positive number (None or 0: no clipping), "
+                f"got {self.grad_clip!r}"
+            )
+        if not (isinstance(self.warmup, int) and not isinstance(self.warmup, bool)) or (
+            self.warmup < 0
+        ):
+            raise ValueError(f"warmup must be an integer ≥ 0 (steps), got {self.warmup!r}")
+        if not 0 <= self.decay_start <= 1:
+            raise ValueError(
+                f"decay_start is a fraction of the steps, in [0, 1]; got {self.decay_start!r}"
+            )
+        if not 0 <= self.final_lr <= 1:
+            raise ValueError(f"final_lr is a fraction of lr, in [0, 1]; got {self.final_lr!r}")
+        if not (0 <= self.weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay!r}")
+        betas = tuple(self.betas) if isinstance(self.betas, tuple | list) else ()
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not 0 <= self.noise_sigma < math.inf:
+            raise ValueError(f"noise_sigma must be ≥ 0, got {self.noise_sigma!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 0):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.amp is not None and not isinstance(self.amp, bool):
+            raise ValueError(f"amp must be True, False or None (automatic), got {self.amp!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("batch_size", "val_every", "val_batches"):
+        for name in ("batch_size", "val_every", "val_batches", "class_patches"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -183,6 +215,20 @@ class FitConfig:
                 f"class_weights must be 'auto', True, False or one weight per class, "
                 f"got {self.class_weights!r}"
             )
+        if not isinstance(self.class_weights, str | bool | type(None)):
+            weights = np.asarray(
+                self.class_weights.detach().cpu()
+                if isinstance(self.class_weights, torch.Tensor)
+                else self.class_weights,
+                dtype=float,
+            )
+            if weights.ndim != 1 or not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError(
+                    "class_weights given as values must be one finite weight ≥ 0 per class, "
+                    f"got {self.class_weights!r}"
+                )
+            if not (weights > 0).any():
+                raise ValueError("class_weights are all 0: no class would be learnt")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.snapshot_every is not None and self.snapshot_every < 1:
@@ -298,6 +344,14 @@ class History:
         out = asdict(replace(self, snapshots=[]))
         out.pop("snapshots")
         return out
+
+
+def _positive_finite(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.floating | np.integer)
+        and not isinstance(value, bool)
+        and 0 < value < math.inf
+    )
 
 
 def check_device(device: Any, *, here: bool = True) -> None:
