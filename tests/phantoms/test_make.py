@@ -99,7 +99,9 @@ def test_crystal_drift_defeats_a_global_threshold():
     [
         ({"kind": "sponge"}, "unknown phantom kind"),
         ({"shape": (4, 8, 8)}, "at least 16"),
-        ({"shape": (4, 32)}, "three positive sizes"),
+        ({"shape": (4, 32)}, "three positive integer sizes"),
+        ({"shape": (4.5, 32, 32)}, "three positive integer sizes"),  # gave 4 slices silently
+        ({"seed": -1}, "seed must be an integer ≥ 0"),  # said numpy's "expected non-negative"
         ({"chunks": 0}, "chunks"),
     ],
 )

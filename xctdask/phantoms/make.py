@@ -79,8 +79,11 @@ def make(
     """
     if kind not in GEOMETRIES:
         raise ValueError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be three positive sizes (z, y, x), got {shape}")
+    whole = [isinstance(s, int | np.integer) and not isinstance(s, bool) for s in shape]
+    if len(shape) != 3 or not all(whole) or min(shape) < 1:
+        raise ValueError(f"shape must be three positive integer sizes (z, y, x), got {shape}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer ≥ 0, got {seed!r}")
     if min(shape[1:]) < 16:
         raise ValueError(f"slices must be at least 16×16 voxels, got {shape[1:]}")
     if chunks < 1:
