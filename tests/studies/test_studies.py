@@ -206,3 +206,55 @@ def test_the_report_command(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main([*again[:-1], str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("study", "options", "match"),
+    [
+        ("data-fraction", {"fractions": []}, "fractions is empty"),
+        ("data-fraction", {"fractions": [0.5, 0.5]}, "fractions repeat"),
+        ("data-fraction", {"fractions": [0.0, 1.0]}, "0 trains on nothing"),
+        ("data-fraction", {"models": ()}, "models is empty"),
+        ("data-fraction", {"test_fraction": 0}, "test_fraction must be a number in"),
+        ("learning-curve", {"counts": []}, "slice counts is empty"),
+        ("learning-curve", {"counts": [1.5]}, "whole numbers"),
+        ("learning-curve", {"test_fraction": -0.5}, "test_fraction must"),
+        ("noise-robustness", {"test_sigmas": (float("nan"),)}, "test_sigmas must be numbers"),
+        ("noise-robustness", {"fractions": ()}, "fractions is empty"),
+        ("noise-robustness", {"sigma_max": float("nan")}, "sigma_max must be a number"),
+        ("over-classes", {"clusters": ()}, "cluster counts is empty"),
+        ("over-classes", {"clusters": (2.5,)}, "whole numbers in"),
+        ("stage2-duration", {"snapshots": 1.5}, "snapshots must be a whole number"),
+        ("gradcam", {"slice_index": 1.5}, "slice_index must be a whole number"),
+        ("report", {"test_fraction": 1.0}, "test_fraction must"),
+        ("report", {"size": "huge"}, "size must be one of tiny, small, medium"),
+    ],
+)
+def test_bad_study_options_are_refused_before_training(data, study, options, match):
+    """An empty list, a repeat, a non-number or a fraction of 0 (which silently held out
+    one slice) is refused in the option's name; a NaN noise level used to train every
+    network and then fail on the scoring."""
+    options = {"size": "tiny", **options}
+    with pytest.raises(ValueError, match=match):
+        run_study(study, data=data, progress=False, **options)
+
+
+@pytest.mark.parametrize(
+    ("labels", "options", "match"),
+    [
+        (lambda lab: lab.astype(np.int16) - 1, {}, "values from -1 to 0"),
+        (lambda lab: lab.astype(np.int16) * 300, {}, "values from 0 to 300"),
+        (lambda lab: np.full_like(lab, 255), {}, "no labelled voxel"),
+        (lambda lab: lab, {"n_classes": 1}, "n_classes must be a whole number in 2..255"),
+        (None, {"n_classes": 2.5}, "n_classes must be a whole number"),
+    ],
+)
+def test_labels_a_study_cannot_use_are_refused_when_loaded(labels, options, match):
+    """Labels of -1 or 300 became 255 (unlabelled) and 44 in uint8 without a word; labels
+    with nothing labelled made a study of 0 classes; 2.5 classes became 2."""
+    image = np.random.default_rng(0).random((12, 32, 32), dtype=np.float32)
+    truth = (image > 0.5).astype(np.uint8)
+    with pytest.raises(ValueError, match=match):
+        load_data(image, None if labels is None else labels(truth), **options)
+    with pytest.raises(ValueError, match="no finite voxel"):
+        load_data(np.full_like(image, np.nan), truth)

@@ -25,12 +25,15 @@ __all__ = [
     "StudyData",
     "StudyResult",
     "check_result_free",
+    "check_values",
     "fit_network",
     "held_out",
+    "is_number",
     "load_data",
     "matched_scores",
     "predict_labels",
     "pseudo_labels_of",
+    "run_size_of",
     "scores",
     "steps_bar",
 ]
@@ -116,7 +119,7 @@ def load_data(
     >>> data.image.shape, data.n_classes, data.source
     ((12, 40, 40), 3, 'phantom fibre-composite (12, 40, 40), LQ scan, seed 0')
     """
-    run = SIZES[size] if isinstance(size, str) else size
+    run = run_size_of(size)
     if volume is None:
         from xctdask.phantoms import make
 
@@ -132,7 +135,15 @@ def load_data(
             source=f"phantom {kind} {run.shape}, {scan.upper()} scan, seed {seed}",
             clean=np.asarray(ds.hq.values, dtype=np.float32),
         )
+    if n_classes is not None and (
+        isinstance(n_classes, (bool, np.bool_))
+        or not isinstance(n_classes, (int, np.integer))
+        or not 2 <= n_classes <= 255
+    ):
+        raise ValueError(f"n_classes must be a whole number in 2..255, got {n_classes!r}")
     image = _read(volume, "volume", storage_options).astype(np.float32, copy=False)
+    if not np.isfinite(image).any():
+        raise ValueError("the volume holds no finite voxel (all NaN or infinite)")
     truth = None
     if labels is not None:
         truth = _read(labels, "labels", storage_options)
@@ -140,8 +151,17 @@ def load_data(
             raise ValueError(f"labels of shape {truth.shape} for a volume of shape {image.shape}")
         if not np.issubdtype(truth.dtype, np.integer):
             raise ValueError(f"labels must be integers, got {truth.dtype}")
-        found = int(truth[truth != 255].max()) + 1 if (truth != 255).any() else 0
-        n_classes = n_classes or found
+        lowest, highest = int(truth.min()), int(truth.max())
+        if lowest < 0 or highest > 255:
+            raise ValueError(
+                f"labels must be classes 0..254 and 255 for unlabelled voxels; these hold "
+                f"values from {lowest} to {highest}"
+            )
+        labelled = truth != 255
+        if not labelled.any():
+            raise ValueError("the labels hold no labelled voxel: every voxel is 255")
+        found = int(truth[labelled].max()) + 1
+        n_classes = n_classes or max(found, 2)
         if found > n_classes:
             raise ValueError(f"the labels hold class {found - 1}, more than {n_classes} classes")
         truth = truth.astype(np.uint8)
@@ -260,7 +280,18 @@ def matched_scores(pred: np.ndarray, truth: np.ndarray, n_pred: int, n_truth: in
 
 def held_out(nz: int, test_fraction: float, context: int) -> tuple[int, slice]:
     """Training slices and the test slab: the last ``test_fraction`` of z is held out,
-    and the training part stops a 2.5D context's half before it."""
+    and the training part stops a 2.5D context's half before it.
+
+    Examples
+    --------
+    >>> held_out(20, 0.3, 3)
+    (13, slice(14, 20, None))
+    """
+    if not is_number(test_fraction) or not 0 < test_fraction < 1:
+        raise ValueError(
+            f"test_fraction must be a number in (0, 1), the share of z held out for "
+            f"testing; got {test_fraction!r}"
+        )
     n_test = max(1, round(nz * test_fraction))
     n_train = nz - n_test - context // 2
     if n_train < 1:
@@ -269,6 +300,61 @@ def held_out(nz: int, test_fraction: float, context: int) -> tuple[int, slice]:
             "longer stack or a smaller test_fraction"
         )
     return n_train, slice(nz - n_test, nz)
+
+
+def is_number(value: Any) -> bool:
+    """A finite real number (booleans are not numbers here).
+
+    Examples
+    --------
+    >>> is_number(0.5), is_number(float("nan")), is_number(True), is_number("1")
+    (True, False, False, False)
+    """
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
+        and bool(np.isfinite(value))
+    )
+
+
+def check_values(
+    name: str,
+    values: Any,
+    *,
+    low: float,
+    high: float = float("inf"),
+    integer: bool = False,
+) -> list:
+    """A study's list option (fractions, slice counts, noise levels) checked before any
+    training: at least one value, each a finite number in ``[low, high]`` (a whole
+    number if ``integer``), none repeated. Returns the values as a list, in order.
+
+    Examples
+    --------
+    >>> check_values("fractions", (0.5, 1.0), low=0, high=1)
+    [0.5, 1.0]
+    >>> check_values("counts", [2, 2], low=1, integer=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: counts repeat a value: [2, 2]
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be a list of numbers, got {values!r}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} is empty: give at least one value")
+    kind = "whole numbers" if integer else "numbers"
+    bad = [
+        v
+        for v in values
+        if not is_number(v) or not low <= v <= high or (integer and float(v) != int(v))
+    ]
+    if bad:
+        where = f"≥ {low:g}" if high == float("inf") else f"in [{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be {kind} {where}; these are not: {bad}")
+    if len(set(values)) < len(values):
+        raise ValueError(f"{name} repeat a value: {values}")
+    return [int(v) for v in values] if integer else [float(v) for v in values]
 
 
 def steps_bar(items: Iterable, *, description: str, progress: bool) -> Iterator:
@@ -347,9 +433,28 @@ def settings(run: RunSize, **extra: Any) -> dict[str, Any]:
     return asdict(run) | extra
 
 
+def run_size_of(size: str | RunSize) -> RunSize:
+    """The :class:`RunSize` named ``size`` (a name of :data:`SIZES`, or a RunSize).
+
+    Examples
+    --------
+    >>> run_size_of("tiny").steps
+    3
+    >>> run_size_of("huge")
+    Traceback (most recent call last):
+    ...
+    ValueError: size must be one of tiny, small, medium (or a RunSize), got 'huge'
+    """
+    if isinstance(size, RunSize):
+        return size
+    if not isinstance(size, str) or size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)} (or a RunSize), got {size!r}")
+    return SIZES[size]
+
+
 def resolve_size(size: str | RunSize, data: StudyData) -> RunSize:
     """``size``'s networks and steps, at the data's own shape."""
-    run = SIZES[size] if isinstance(size, str) else size
+    run = run_size_of(size)
     return replace(run, shape=tuple(int(s) for s in data.image.shape))
 
 

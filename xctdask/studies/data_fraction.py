@@ -20,6 +20,7 @@ from xctdask.studies.common import (
     RunSize,
     StudyData,
     StudyResult,
+    check_values,
     fit_network,
     held_out,
     load_data,
@@ -56,12 +57,20 @@ def run(
     """
     data = data or load_data(size=size, seed=seed)
     truth = data.require_labels("data-fraction")
+    if isinstance(models, str):
+        models = (models,)
+    if not models:
+        raise ValueError(f"models is empty: choose from {sorted(MODELS)}")
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {sorted(MODELS)}")
-    fractions = sorted(fractions or [round(0.1 * i, 1) for i in range(1, 11)])
-    if not all(0 < f <= 1 for f in fractions):
-        raise ValueError(f"fractions must be in (0, 1], got {fractions}")
+    if len(set(models)) < len(models):
+        raise ValueError(f"models repeat a value: {list(models)}")
+    if fractions is None:
+        fractions = [round(0.1 * i, 1) for i in range(1, 11)]
+    fractions = sorted(check_values("fractions", fractions, low=0, high=1))
+    if fractions[0] == 0:
+        raise ValueError(f"fractions must be in (0, 1]: 0 trains on nothing; got {fractions}")
     run_size = resolve_size(size, data)
     nz = data.image.shape[0]
     n_train, test = held_out(nz, test_fraction, run_size.context)

@@ -65,7 +65,9 @@ def run(
     data = data or load_data(size=size, seed=seed)
     run_size = resolve_size(size, data)
     k = data.n_classes
-    z = data.image.shape[0] // 2 if slice_index is None else int(slice_index)
+    z = data.image.shape[0] // 2 if slice_index is None else slice_index
+    if not isinstance(z, (int, np.integer)) or isinstance(z, bool):
+        raise ValueError(f"slice_index must be a whole number, got {slice_index!r}")
     if not 0 <= z < data.image.shape[0]:
         raise ValueError(f"slice {z} is outside the volume's {data.image.shape[0]} slices")
     target, _ = pseudo_labels_of(data.image, k)

@@ -21,6 +21,7 @@ from xctdask.studies.common import (
     RunSize,
     StudyData,
     StudyResult,
+    check_values,
     fit_network,
     held_out,
     load_data,
@@ -59,10 +60,11 @@ def annotated_slices(n_train: int, count: int, spacing: str = "contiguous") -> n
 def _counts(n_train: int, counts: list[int] | None) -> list[int]:
     if counts is None:
         counts = [2**k for k in range(12) if 2**k < n_train] + [n_train]
-    bad = [c for c in counts if not 1 <= c <= n_train]
+    counts = check_values("slice counts", counts, low=1, integer=True)
+    bad = [c for c in counts if c > n_train]
     if bad:
         raise ValueError(f"slice counts {bad} are not in 1..{n_train} (the training part)")
-    return sorted(set(int(c) for c in counts))
+    return sorted(counts)
 
 
 def run(

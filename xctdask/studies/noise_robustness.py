@@ -22,8 +22,10 @@ from xctdask.studies.common import (
     RunSize,
     StudyData,
     StudyResult,
+    check_values,
     fit_network,
     held_out,
+    is_number,
     load_data,
     normalization,
     predict_labels,
@@ -59,10 +61,10 @@ def run(
     """
     data = data or load_data(size=size, seed=seed)
     truth = data.require_labels("noise-robustness")
-    if not all(0 <= f <= 1 for f in fractions):
-        raise ValueError(f"fractions must be in [0, 1], got {fractions}")
-    if sigma_max < 0 or any(s < 0 for s in test_sigmas):
-        raise ValueError("noise levels must be ≥ 0")
+    fractions = tuple(check_values("fractions", fractions, low=0, high=1))
+    test_sigmas = tuple(check_values("test_sigmas", test_sigmas, low=0))
+    if not is_number(sigma_max) or sigma_max < 0:
+        raise ValueError(f"sigma_max must be a number ≥ 0, got {sigma_max!r}")
     run_size = resolve_size(size, data)
     nz = data.image.shape[0]
     n_train, test = held_out(nz, test_fraction, run_size.context)

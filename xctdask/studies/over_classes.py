@@ -26,6 +26,7 @@ from xctdask.studies.common import (
     RunSize,
     StudyData,
     StudyResult,
+    check_values,
     fit_network,
     load_data,
     matched_scores,
@@ -64,9 +65,9 @@ def run(
     data = data or load_data(size=size, seed=seed)
     truth = data.require_labels("over-classes")
     c = data.n_classes
-    clusters = tuple(clusters or (c + 1, 10))
-    if any(k < 2 or k > 254 for k in clusters):
-        raise ValueError(f"cluster counts must be in 2..254, got {clusters}")
+    if clusters is None:
+        clusters = (c + 1, 10)
+    clusters = tuple(check_values("cluster counts", clusters, low=2, high=254, integer=True))
     run_size = resolve_size(size, data)
     runs: list[dict[str, Any]] = []
     figures = {}

@@ -59,8 +59,11 @@ def run(
     data = data or load_data(size=size, seed=seed)
     truth = data.require_labels("stage2-duration")
     run_size = resolve_size(size, data)
-    if not 1 <= snapshots <= run_size.steps:
-        raise ValueError(f"snapshots must be in 1..{run_size.steps} (the stage-2 steps)")
+    if not isinstance(snapshots, (int, np.integer)) or not 1 <= snapshots <= run_size.steps:
+        raise ValueError(
+            f"snapshots must be a whole number in 1..{run_size.steps} (the stage-2 steps), "
+            f"got {snapshots!r}"
+        )
     every = run_size.steps // snapshots
     k = data.n_classes
     target, _ = pseudo_labels_of(data.image, k, pseudo_method)
