@@ -57,6 +57,22 @@ def _parse(text: str) -> dict[str, str]:
     return entries
 
 
+_BYTE_ORDERS = {"LOWBYTEFIRST": "<", "HIGHBYTEFIRST": ">"}
+
+
+def _count(entries: dict[str, str], key: str, info_path: Path) -> int:
+    """The positive whole number of entry ``key`` (NUM_X, NUM_Y or NUM_Z)."""
+    if key not in entries:
+        raise ValueError(f"{info_path} has no {key} entry")
+    try:
+        value = int(entries[key])
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{info_path} gives {key} = {entries[key]}; it must be a whole number ≥ 1")
+    return value
+
+
 def read_raw_info(raw_path: str | os.PathLike) -> RawInfo:
     """Parse the ``.raw.info`` file of ``raw_path`` and check it against the file size.
 
@@ -77,14 +93,20 @@ def read_raw_info(raw_path: str | os.PathLike) -> RawInfo:
             "with NUM_X, NUM_Y, NUM_Z (and DATA_TYPE unless the size makes it clear)"
         )
     entries = _parse(info_path.read_text())
-    try:
-        nx, ny, nz = (int(entries[k]) for k in ("NUM_X", "NUM_Y", "NUM_Z"))
-    except KeyError as err:
-        raise ValueError(f"{info_path} has no {err.args[0]} entry") from None
+    nx, ny, nz = (_count(entries, key, info_path) for key in ("NUM_X", "NUM_Y", "NUM_Z"))
     n_voxels = nx * ny * nz
     size = raw_path.stat().st_size
     if "DATA_TYPE" in entries or "DTYPE" in entries:
-        dtype = np.dtype(entries.get("DATA_TYPE", entries.get("DTYPE")))
+        name = entries.get("DATA_TYPE", entries.get("DTYPE"))
+        try:
+            dtype = np.dtype(name)
+        except TypeError:
+            raise ValueError(
+                f"{info_path} gives DATA_TYPE = {name}, which is not a data type "
+                "(e.g. uint8, uint16, float32)"
+            ) from None
+        if dtype.kind not in "uif":
+            raise ValueError(f"{info_path} gives DATA_TYPE = {name}: not a number type")
     else:
         per_voxel, rest = divmod(size, n_voxels)
         if rest or per_voxel not in _SIZE_TO_DTYPE:
@@ -94,17 +116,33 @@ def read_raw_info(raw_path: str | os.PathLike) -> RawInfo:
             )
         dtype = np.dtype(_SIZE_TO_DTYPE[per_voxel])
     order = entries.get("BYTEORDER", "LOWBYTEFIRST").upper()
-    dtype = dtype.newbyteorder("<" if order == "LOWBYTEFIRST" else ">")
+    if order not in _BYTE_ORDERS:
+        raise ValueError(
+            f"{info_path} gives BYTEORDER = {order}; it must be LOWBYTEFIRST (little "
+            "endian) or HIGHBYTEFIRST (big endian)"
+        )
+    dtype = dtype.newbyteorder(_BYTE_ORDERS[order])
     if size != n_voxels * dtype.itemsize:
         raise ValueError(
             f"{raw_path} has {size} bytes but {info_path.name} describes "
             f"{nz}×{ny}×{nx} voxels of {dtype.name} ({n_voxels * dtype.itemsize} bytes)"
         )
     voxel = entries.get("VOXEL_SIZE", entries.get("VOXELSIZE"))
+    voxel_size = None
+    if voxel is not None:
+        try:
+            voxel_size = float(voxel)
+        except ValueError:
+            voxel_size = float("nan")
+        if not np.isfinite(voxel_size) or voxel_size <= 0:
+            raise ValueError(
+                f"{info_path} gives VOXEL_SIZE = {voxel}; it must be a positive number "
+                "(the unit goes in its own UNIT entry)"
+            )
     return RawInfo(
         shape=(nz, ny, nx),
         dtype=dtype,
-        voxel_size=float(voxel) if voxel is not None else None,
+        voxel_size=voxel_size,
         unit=entries.get("UNIT"),
     )
 
