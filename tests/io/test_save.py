@@ -115,6 +115,23 @@ def test_labels_pyramid_uses_the_mode(tmp_path):
     assert level1[0, 0, 0] == 1 and level1[1, 1, 1] == 7 and level1.dtype == np.uint8
 
 
+@pytest.mark.parametrize(
+    ("multiscale", "match"),
+    [
+        (2.5, "whole number of levels"),  # was written as 2 levels without a word
+        ("yes", "whole number of levels"),  # was int()'s own message
+        (0, "whole number of levels ≥ 1"),
+        (10, "10 levels would shrink"),
+    ],
+)
+def test_a_pyramid_that_cannot_be_written_is_refused_before_anything_is(
+    tmp_path, multiscale, match
+):
+    with pytest.raises(ValueError, match=match):
+        save_volume(SOURCE, tmp_path / "p.zarr", multiscale=multiscale, progress=False)
+    assert not (tmp_path / "p.zarr").exists()
+
+
 def test_save_on_a_local_cluster(tmp_path, client):
     x = da.from_array(SOURCE, chunks=CHUNKS)
     result = save_volume(x, tmp_path / "v.zarr", progress=False)

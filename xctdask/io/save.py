@@ -666,9 +666,11 @@ def _n_levels(multiscale: int | bool, shape: tuple[int, ...]) -> int:
             smallest //= 2
             levels += 1
         return max(levels, 2) if min(shape) >= 2 else 1
+    if not isinstance(multiscale, (int, np.integer)) or multiscale < 1:
+        raise ValueError(
+            f"multiscale must be True or a whole number of levels ≥ 1, got {multiscale!r}"
+        )
     levels = int(multiscale)
-    if levels < 1:
-        raise ValueError(f"multiscale must be True or a number of levels ≥ 1, got {multiscale}")
     if min(shape) >> (levels - 1) < 1:
         raise ValueError(f"{levels} levels would shrink shape {shape} to nothing")
     return levels
