@@ -650,7 +650,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     p = sub.add_parser("info", help="shape, dtype, chunks, voxel size and intensity range")
-    p.add_argument("path", help="a volume: Zarr store or URL, TIFF, raw, HDF5/NeXus")
+    p.add_argument("path", help="a volume: Zarr store or URL, TIFF, raw, HDF5/NeXus, .npy")
     p.add_argument("--dataset", help="array inside an HDF5 file or Zarr group")
     p.add_argument("--level", type=int, default=0, help="OME-Zarr multiscale level")
     p.add_argument("--no-stats", action="store_true", help="skip the min/max pass over the data")

@@ -155,6 +155,24 @@ def test_raw_with_info_and_voxel_size(tmp_path):
     assert vol.data.numblocks == (3, 1, 1)
 
 
+def test_npy_file_opens_lazily_in_any_byte_order(tmp_path):
+    """A ``.npy`` volume was refused as an unknown format; it is read through a memory
+    map, one task per chunk, big-endian files included."""
+    np.save(tmp_path / "v.npy", VOLUME)
+    vol = open_volume(tmp_path / "v.npy", chunks=(2, 10, 12))
+    _check(vol)
+    assert vol.data.numblocks == (3, 1, 1) and vol.attrs["source"].endswith("v.npy")
+    np.save(tmp_path / "big.npy", VOLUME.astype(VOLUME.dtype.newbyteorder(">")))
+    big = open_volume(tmp_path / "big.npy")
+    assert big.dtype.isnative
+    np.testing.assert_array_equal(big.values, VOLUME)
+    np.save(tmp_path / "slice.npy", VOLUME[0])
+    assert open_volume(tmp_path / "slice.npy").shape == (1, *VOLUME.shape[1:])
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"objects\.npy"):
+        open_volume(tmp_path / "objects.npy")
+
+
 def test_hdf5_single_dataset_found_and_path_required_when_ambiguous(tmp_path):
     import h5py
 

@@ -19,6 +19,7 @@ from xctdask.io.rawinfo import info_path_for, read_raw_info
 from xctdask.io.readers import (
     Hdf5Reader,
     MultiPageTiffReader,
+    NpyReader,
     RawReader,
     TiffStackReader,
     VolumeReader,
@@ -241,6 +242,8 @@ def _reader_for(path: Path, dataset: str | None) -> VolumeReader:
         return MultiPageTiffReader(path)
     if suffix in _HDF5:
         return Hdf5Reader(path, dataset or _hdf5_dataset(path))
+    if suffix == ".npy":
+        return NpyReader(path)
     if suffix == ".raw" or info_path_for(path).exists():
         info = read_raw_info(path)
         reader = RawReader(path, info.shape, info.dtype)
@@ -248,8 +251,8 @@ def _reader_for(path: Path, dataset: str | None) -> VolumeReader:
         return reader
     raise ValueError(
         f"unknown volume format for {path}: expected a Zarr store (folder with zarr.json or "
-        ".zarray), a .tif/.tiff file or folder of them, .raw with .raw.info, or HDF5/NeXus "
-        f"({', '.join(_HDF5)})"
+        ".zarray), a .tif/.tiff file or folder of them, .raw with .raw.info, a NumPy .npy "
+        f"file, or HDF5/NeXus ({', '.join(_HDF5)})"
     )
 
 
@@ -410,8 +413,9 @@ def open_volume(
         A Zarr v2/v3 store (array or group; an OME-Zarr multiscale group opens at
         ``level``), local or at an fsspec URL (``s3://``, ``gs://``, ``https://``,
         ``zip://``), a multi-page TIFF or a folder of 2-D TIFF slices, a ``.raw`` file with
-        its ``.raw.info`` (PyHST / tomo2seg), an HDF5 or NeXus file, or a NumPy, CuPy,
-        Dask array or DataArray (wrapped, never copied).
+        its ``.raw.info`` (PyHST / tomo2seg), an HDF5 or NeXus file, a NumPy ``.npy``
+        file (memory-mapped), or a NumPy, CuPy, Dask array or DataArray (wrapped, never
+        copied).
     chunks : optional
         Dask chunks. Default: for Zarr and chunked HDF5, unions of whole storage chunks
         of up to Dask's ``array.chunk-size`` (128 MiB unless configured; see

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "Hdf5Reader",
     "MultiPageTiffReader",
+    "NpyReader",
     "RawReader",
     "TiffStackReader",
     "TimeStepReader",
@@ -111,6 +112,43 @@ class RawReader(VolumeReader):
     def _read(self, key: tuple[slice, ...]) -> np.ndarray:
         mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
         return np.array(mm[key], dtype=self.dtype.newbyteorder("="))
+
+
+class NpyReader(VolumeReader):
+    """A NumPy ``.npy`` file read through a memory map: only the slices asked for are
+    read. A 2-D array is one slice; an array of objects (which would need unpickling)
+    is refused.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "scan.npy")
+    >>> np.save(path, np.arange(24, dtype=np.uint16).reshape(2, 3, 4))
+    >>> reader = NpyReader(path)
+    >>> reader.shape, reader[1, 2].tolist()
+    ((2, 3, 4), [20, 21, 22, 23])
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(
+                f"cannot read {self.path} as a .npy volume ({err}); save it with numpy.save "
+                "from an array of numbers"
+            ) from None
+        if not isinstance(mm, np.ndarray) or mm.dtype.kind not in "buif":
+            raise ValueError(f"{self.path} holds {mm.dtype} values, not grey values")
+        self._leading = mm.ndim == 2  # one slice: a leading z of 1
+        self.shape = (1, *mm.shape) if self._leading else tuple(mm.shape)
+        self.dtype = mm.dtype.newbyteorder("=") if mm.dtype.byteorder != "|" else mm.dtype
+
+    def _read(self, key: tuple[slice, ...]) -> np.ndarray:
+        mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        if self._leading:
+            mm = mm[np.newaxis]
+        return np.array(mm[key], dtype=self.dtype)
 
 
 class MultiPageTiffReader(VolumeReader):
