@@ -222,6 +222,7 @@ def test_a_fitted_segmenter_keeps_its_number_of_classes(work, client, capsys):
         ({"axes": "q"}, "axes"),
         ({"model": "unet4d"}, "model"),
         ({"class_names": ["a"]}, "class_names"),
+        ({"class_names": ["pore", "pore", "fibre"]}, "3 different strings"),
         ({"steps": 0}, "steps"),
     ],
 )

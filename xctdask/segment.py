@@ -299,10 +299,11 @@ class Segmenter:
         if self.class_names is not None and (
             len(self.class_names) != self.n_classes
             or not all(isinstance(n, str) for n in self.class_names)
+            or len(set(self.class_names)) != len(self.class_names)
         ):
             raise ValueError(
-                f"class_names must be {self.n_classes} strings (one per class), got "
-                f"{self.class_names!r}"
+                f"class_names must be {self.n_classes} different strings (one per class), "
+                f"got {self.class_names!r}"
             )
 
     def _check(self, vol: Any, labels: Any, clean: Any, like: Any = None) -> None:

@@ -139,3 +139,20 @@ def test_classification_report_dict_matches_sklearn():
         assert report[name]["precision"] == pytest.approx(sk[name]["precision"])
         assert report[name]["support"] == sk[name]["support"]
     assert report["accuracy"] == pytest.approx(sk["accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("names", "match"),
+    [
+        (["pore", "pore", "fibre"], "pore repeated"),  # one row, means over 2 classes
+        (["mean", "matrix", "fibre"], "mean cannot name a class"),  # hid the mean row
+        (["pore", "matrix"], "2 class names for 3 classes"),
+    ],
+)
+def test_class_names_that_would_drop_a_row_are_refused(names, match):
+    """The report is keyed by class name: a repeated name silently merged two classes'
+    rows and took the means over fewer classes; a class called "mean" replaced the
+    mean row."""
+    truth = np.array([0, 1, 2, 2])
+    with pytest.raises(ValueError, match=match):
+        metrics.classification_report(truth, truth, 3, class_names=names, as_dict=True)

@@ -44,3 +44,6 @@ def test_unlabelled_voxels_are_ignored_and_histograms_are_drawn():
     assert sorted(result.figures) == ["confusion", "histogram"]
     with pytest.raises(ValueError, match="class names"):
         report(pred, truth, 2, class_names=["a"])
+    # the table is keyed by name: a repeated name dropped a class's row without a word
+    with pytest.raises(ValueError, match="a repeated"):
+        report(pred, truth, 2, class_names=["a", "a"])

@@ -15,6 +15,7 @@ from xctdask.backend import UNLABELLED
 from xctdask.metrics.confusion import confusion_matrix
 
 __all__ = [
+    "check_class_names",
     "classification_report",
     "dice",
     "iou",
@@ -89,6 +90,38 @@ def precision_recall_f1(
     return _ratio(tp, predicted), _ratio(tp, support), _ratio(2 * tp, support + predicted)
 
 
+def check_class_names(
+    class_names: Any, n_classes: int, *, reserved: tuple[str, ...] = ()
+) -> list[str]:
+    """One name per class, all different (tables are keyed by name: a repeat would
+    drop a class's row), none of the ``reserved`` row names; ``None`` gives
+    ``"0"``, ``"1"``, ….
+
+    Examples
+    --------
+    >>> check_class_names(None, 2)
+    ['0', '1']
+    >>> check_class_names(["pore", "pore"], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: class names must differ; pore repeated in ['pore', 'pore']
+    """
+    names = [str(i) for i in range(n_classes)] if class_names is None else list(class_names)
+    if len(names) != n_classes:
+        raise ValueError(f"{len(names)} class names for {n_classes} classes")
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"class names must be strings, got {names}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"class names must differ; {', '.join(repeated)} repeated in {names}")
+    taken = sorted(set(names) & set(reserved))
+    if taken:
+        raise ValueError(
+            f"{', '.join(taken)} cannot name a class here: the table has a row of that name"
+        )
+    return names
+
+
 def classification_report(
     pred: Any,
     truth: Any,
@@ -115,15 +148,13 @@ def classification_report(
     """
     import dask
 
+    names = check_class_names(class_names, n_classes, reserved=("mean", "accuracy", "mean_iou"))
     cm = confusion_matrix(pred, truth, n_classes, ignore_index=ignore_index)
     (cm,) = dask.compute(cm)
     tp, support, predicted = _parts(cm)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision, recall = _ratio(tp, predicted), _ratio(tp, support)
         f1, jac = _ratio(2 * tp, support + predicted), _ratio(tp, support + predicted - tp)
-    names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
-    if len(names) != n_classes:
-        raise ValueError(f"{len(names)} class names for {n_classes} classes")
     rows = {
         name: {
             "precision": precision[i],

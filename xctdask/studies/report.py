@@ -117,11 +117,10 @@ def report(
 
     from xctdask.backend import check_same_shape
     from xctdask.metrics import confusion_matrix, joint_histogram
+    from xctdask.metrics.scores import check_class_names
 
     check_same_shape(pred, truth)
-    names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
-    if len(names) != n_classes:
-        raise ValueError(f"{len(names)} class names for {n_classes} classes")
+    names = check_class_names(class_names, n_classes)
     (cm,) = dask.compute(confusion_matrix(pred, truth, n_classes))
     cm = np.asarray(cm)
     table = classification_table(cm, names)
