@@ -142,7 +142,7 @@ class NpyReader(VolumeReader):
             raise ValueError(f"{self.path} holds {mm.dtype} values, not grey values")
         self._leading = mm.ndim == 2  # one slice: a leading z of 1
         self.shape = (1, *mm.shape) if self._leading else tuple(mm.shape)
-        self.dtype = mm.dtype.newbyteorder("=") if mm.dtype.byteorder != "|" else mm.dtype
+        self.dtype = mm.dtype.newbyteorder("=")
 
     def _read(self, key: tuple[slice, ...]) -> np.ndarray:
         mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
