@@ -43,6 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xctdask.backend import is_number
+
 __all__ = [
     "DEFAULT_OPS",
     "OPS",
@@ -344,9 +346,7 @@ def _check_range(name: str, value: Any, low_limit: float, strict: bool) -> None:
     """``value`` must be a (low, high) pair of finite numbers, low ≤ high, low above
     ``low_limit`` (or at it when not ``strict``)."""
     pair = isinstance(value, tuple | list) and len(value) == 2
-    if not pair or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
-    ):
+    if not pair or not all(is_number(v) for v in value):
         raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}")
     low, high = value
     above = low > low_limit if strict else low >= low_limit

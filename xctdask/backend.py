@@ -22,6 +22,7 @@ __all__ = [
     "from_torch",
     "is_cupy",
     "is_dask",
+    "is_number",
     "meta_like",
     "native_order",
     "to_host",
@@ -185,6 +186,21 @@ def as_dask(data: Any, chunks: Any = "auto") -> Any:
     if _is_dask_array(data):
         return data
     return da.from_array(data, chunks=chunks, asarray=False)
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is one finite real number (a bool is not a number here).
+
+    Examples
+    --------
+    >>> is_number(0.5), is_number(float("nan")), is_number(True), is_number("1")
+    (True, False, False, False)
+    """
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
+        and bool(np.isfinite(value))
+    )
 
 
 def check_mean_std(pair: Any, name: str = "normalize") -> tuple[float, float]:

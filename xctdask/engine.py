@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from xctdask import augment as aug
+from xctdask.backend import is_number
 
 __all__ = [
     "FitConfig",
@@ -347,11 +348,7 @@ class History:
 
 
 def _positive_finite(value: Any) -> bool:
-    return (
-        isinstance(value, int | float | np.floating | np.integer)
-        and not isinstance(value, bool)
-        and 0 < value < math.inf
-    )
+    return is_number(value) and value > 0
 
 
 def check_device(device: Any, *, here: bool = True) -> None:

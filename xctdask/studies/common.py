@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from xctdask._jsonable import dumps, plain
+from xctdask.backend import is_number
 
 __all__ = [
     "SIZES",
@@ -28,7 +29,6 @@ __all__ = [
     "check_values",
     "fit_network",
     "held_out",
-    "is_number",
     "load_data",
     "matched_scores",
     "predict_labels",
@@ -300,21 +300,6 @@ def held_out(nz: int, test_fraction: float, context: int) -> tuple[int, slice]:
             "longer stack or a smaller test_fraction"
         )
     return n_train, slice(nz - n_test, nz)
-
-
-def is_number(value: Any) -> bool:
-    """A finite real number (booleans are not numbers here).
-
-    Examples
-    --------
-    >>> is_number(0.5), is_number(float("nan")), is_number(True), is_number("1")
-    (True, False, False, False)
-    """
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, (bool, np.bool_))
-        and bool(np.isfinite(value))
-    )
 
 
 def check_values(

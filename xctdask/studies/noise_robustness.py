@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from xctdask.backend import is_number
 from xctdask.studies.common import (
     RunSize,
     StudyData,
@@ -25,7 +26,6 @@ from xctdask.studies.common import (
     check_values,
     fit_network,
     held_out,
-    is_number,
     load_data,
     normalization,
     predict_labels,
